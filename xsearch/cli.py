@@ -1,0 +1,390 @@
+"""The ``xsearch`` command line. The only module (with the server) that prints and exits.
+
+Exit codes: 0 success; 1 error; 2 bad usage, argument or model mismatch; 3 the store is busy;
+4 the index run finished but some files failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+from rich.table import Table
+
+from .config import IndexOptions, Settings
+from .errors import XSearchError
+
+class _Group(TyperGroup):
+    """Turns XSearchError into a message and its exit code, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except XSearchError as exc:
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="xsearch",
+    help="Search your photos and videos by describing them, in any language.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_PARTIAL = 4
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", "-s", help="Store folder [env: XSEARCH_HOME; default: ./index_data]."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Model profile for a new store (`xsearch models` lists them)."),
+]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="Load the model's weights from this local file.")
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env: XSEARCH_DEVICE].")
+]
+
+
+def _settings(store: Path | None, model: str | None = None, **extra: Any) -> Settings:
+    return Settings.from_env(store=store, model=model, **extra)
+
+
+def _engine(settings: Settings) -> Any:
+    from .engine import Engine
+
+    return Engine(settings)
+
+
+def _print_notices(engine: Any) -> None:
+    for notice in engine.notices:
+        err.print(f"[yellow]note:[/] {notice}")
+
+
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index.")],
+    store: StoreOpt = None,
+    model: ModelOpt = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Frames per encoder batch (auto).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")] = None,
+    include_hidden: Annotated[bool, typer.Option(help="Also index dot-files and OS junk.")] = False,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob of paths to skip (repeatable).")] = None,
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels.")] = 178_956_970,
+    file_timeout: Annotated[float, typer.Option(help="Seconds one file may take to decode.")] = 60.0,
+    video_interval: Annotated[float, typer.Option(help="Seconds between sampled video frames.")] = 1.0,
+    report: Annotated[Path | None, typer.Option(help="Write one JSON line per file to this file.")] = None,
+) -> None:
+    """Index images and videos below PATHS; a re-run only looks at what changed."""
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            raise XSearchError(f"{path} does not exist. Give folders or files that exist.")
+    options = IndexOptions(
+        batch_size=batch_size,
+        workers=workers,
+        include_hidden=include_hidden,
+        exclude=tuple(exclude or ()),
+        max_image_pixels=max_pixels,
+        file_timeout=file_timeout,
+        video_interval=video_interval,
+    )
+    settings = _settings(store, model, checkpoint=checkpoint, device=device)
+    report_fh = report.open("w", encoding="utf-8") if report else None
+    try:
+        result = _run_index(settings, paths, options, report_fh)
+    finally:
+        if report_fh:
+            report_fh.close()
+    if result.cancelled:
+        err.print(
+            "[yellow]Interrupted.[/] Everything indexed so far is saved; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(130)
+    if result.counts["failed"]:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run_index(settings: Settings, paths: list[Path], options: IndexOptions, report_fh: Any) -> Any:
+    from .indexer import FileOutcome, Progress
+
+    def on_outcome(outcome: FileOutcome) -> None:
+        if report_fh is not None:
+            report_fh.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+
+    with _engine(settings) as engine, _ProgressView(enabled=sys.stdout.isatty()) as view:
+
+        def on_progress(p: Progress) -> None:
+            view.update(p)
+
+        result = engine.index(paths, options, on_outcome=on_outcome, on_progress=on_progress)
+        _print_notices(engine)
+    _print_summary(result)
+    return result
+
+
+class _ProgressView:
+    """A rich progress bar with rate and ETA on a terminal; nothing otherwise."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressView:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("scanning", total=None, rate="")
+            self._started = time.monotonic()
+        return self
+
+    def update(self, p: Any) -> None:
+        if self._progress is None:
+            return
+        if p.stage == "scan":
+            self._progress.update(self._task, description="scanning", completed=p.done)
+            return
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        self._progress.update(
+            self._task,
+            description="embedding",
+            total=p.total,
+            completed=p.done,
+            rate=f"{p.done / elapsed:.1f} files/s",
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _print_summary(result: Any) -> None:
+    c = result.counts
+    err.print(
+        f"found {result.found} files: {c['indexed']} indexed, {c['partial']} partial, "
+        f"{c['unchanged']} unchanged, {c['moved']} moved, {c['removed']} removed, "
+        f"{c['skipped']} skipped, {c['failed']} failed  ({result.seconds:.1f} s)"
+    )
+    if result.problems:
+        table = Table(title="Not indexed cleanly", show_lines=False)
+        table.add_column("outcome")
+        table.add_column("reason")
+        table.add_column("file")
+        table.add_column("detail")
+        for p in result.problems[:50]:
+            table.add_row(p.outcome, p.reason or "", escape(p.display), escape(p.detail or ""))
+        err.print(table)
+        if len(result.problems) > 50:
+            err.print(f"... and {len(result.problems) - 50} more (use --report FILE.jsonl for all).")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="What to look for, in any language the model knows.")],
+    store: StoreOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.")] = 10,
+    media_type: Annotated[str | None, typer.Option("--type", help="Only 'image' or 'video'.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop results scoring below this.")] = None,
+    frames: Annotated[bool, typer.Option(help="One result per matching video frame.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the documented JSON schema.")] = False,
+    paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")] = False,
+    device: DeviceOpt = None,
+) -> None:
+    """Search the store; prints a table, JSON (--json) or bare paths (--paths)."""
+    settings = _settings(store, device=device)
+    with _engine(settings) as engine:
+        hits = engine.search(text, limit=limit, media_type=media_type, min_score=min_score, frames=frames)
+        _print_notices(engine)
+    if as_json:
+        doc = {"query": text, "results": [h.to_json() for h in hits]}
+        out.print_json(json.dumps(doc, ensure_ascii=False))
+        return
+    if paths:
+        for h in hits:
+            sys.stdout.buffer.write(h.path_bytes + b"\n")
+        return
+    _print_hits(hits)
+
+
+def _print_hits(hits: list[Any]) -> None:
+    if not hits:
+        err.print("No results. Is the store empty? `xsearch info` shows what it holds.")
+        return
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("file")
+    table.add_column("where")
+    for rank, h in enumerate(hits, 1):
+        where = ""
+        if h.media_type == "video":
+            if h.t is not None:
+                where = _clock(h.t)
+            else:
+                where = ", ".join(f"{_clock(s.start)}–{_clock(s.end)}" for s in h.segments[:3])
+        table.add_row(str(rank), f"{h.score:.3f}", escape(h.path), where)
+    out.print(table)
+
+
+@app.command()
+def info(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Also verify store and index agree.")] = False,
+) -> None:
+    """Where the store is, which model built it, what it holds."""
+    settings = _settings(store)
+    with _engine(settings) as engine:
+        if check:
+            _doctor(engine)
+        data = engine.info().to_json()
+        _print_notices(engine)
+    if as_json:
+        out.print_json(json.dumps(data, ensure_ascii=False))
+        return
+    table = Table(show_header=False)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def doctor(store: StoreOpt = None) -> None:
+    """Check that the vector index agrees with the store, and repair it if not."""
+    with _engine(_settings(store)) as engine:
+        _doctor(engine)
+
+
+def _doctor(engine: Any) -> None:
+    from .maintenance import check_store
+
+    result = check_store(engine)
+    for line in result.lines:
+        out.print(line)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def models(
+    download: Annotated[str | None, typer.Option(help="Download this profile's weights now.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The model profiles, and which of them work offline on this machine."""
+    from .encoders.openclip import missing_hub_files
+    from .encoders.profiles import DEFAULT_PROFILE, get_profile, list_profiles
+
+    settings = _settings(None)
+    if download:
+        from .encoders.openclip import HubOptions, OpenClipEncoder
+
+        OpenClipEncoder(
+            get_profile(download),
+            device="cpu",
+            hub=HubOptions(cache_dir=settings.model_cache_dir, endpoint=settings.hub_endpoint),
+        )
+        out.print(f"{download}: downloaded; it now loads offline.")
+        return
+    rows = []
+    for p in list_profiles():
+        missing = missing_hub_files(p, settings.model_cache_dir)
+        rows.append(
+            {
+                "name": p.name,
+                "default": p.name == DEFAULT_PROFILE,
+                "tier": p.tier,
+                "architecture": f"{p.arch}" + (f" : {p.pretrained}" if p.pretrained else ""),
+                "languages": p.languages,
+                "licence": p.licence,
+                "commercial_use": p.commercial_use,
+                "offline": not missing,
+                "missing": missing,
+                "quality": p.quality,
+                "description": p.description,
+            }
+        )
+    if as_json:
+        out.print_json(json.dumps(rows, ensure_ascii=False))
+        return
+    table = Table(show_lines=False)
+    for col in ("name", "tier", "languages", "licence", "offline", "architecture"):
+        table.add_column(col)
+    for r in rows:
+        name = r["name"] + (" (default)" if r["default"] else "")
+        table.add_row(name, r["tier"], r["languages"], r["licence"], "yes" if r["offline"] else "no", r["architecture"])
+    out.print(table)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False,
+) -> None:
+    _quiet_libraries(verbose)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="xsearch")
+
+
+from . import cli_tools  # noqa: E402  (registers eval, demo and serve on `app`)
+
+cli_tools.register(app)

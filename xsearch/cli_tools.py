@@ -1,0 +1,77 @@
+"""The ``eval`` and ``demo`` commands (kept apart from the core commands in cli.py)."""
+
+# No `from __future__ import annotations`: typer reads these annotations at run time,
+# and they name options imported inside register().
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+__all__ = ["register"]
+
+
+def register(app: typer.Typer) -> None:
+    from .cli import ModelOpt, StoreOpt, _settings, err, out
+
+    @app.command("eval")
+    def eval_(
+        dataset: Annotated[Path, typer.Argument(help="TSV, JSONL or Karpathy-style JSON of captions.")],
+        images: Annotated[Path | None, typer.Option(help="Folder the image paths are relative to.")] = None,
+        split: Annotated[str, typer.Option(help="Split of a Karpathy JSON to use.")] = "test",
+        store: StoreOpt = None,
+        model: ModelOpt = None,
+        as_json: Annotated[bool, typer.Option("--json")] = False,
+    ) -> None:
+        """Measure text→image retrieval (R@1/5/10, mean rank) per caption language."""
+        from .engine import Engine
+        from .evaluate import load_pairs, run_eval
+
+        pairs = load_pairs(dataset, images=images, split=split)
+        with tempfile.TemporaryDirectory(prefix="xsearch-eval-") as tmp:
+            settings = _settings(store or Path(tmp) / "store", model)
+            with Engine(settings) as engine:
+                result = run_eval(engine, pairs)
+                profile = engine.profile_name()
+        if as_json:
+            doc = {"dataset": str(dataset), "model": profile, **result.to_json()}
+            out.print_json(json.dumps(doc, ensure_ascii=False))
+            return
+        table = Table(title=f"{dataset} — model {profile}: {result.images} images, {result.captions} queries")
+        for col in ("language", "queries", "R@1", "R@5", "R@10", "mean rank"):
+            table.add_column(col, justify="right")
+        for lang, m in result.by_lang.items():
+            table.add_row(
+                lang, str(int(m["queries"])), f"{m['R@1']:.3f}", f"{m['R@5']:.3f}", f"{m['R@10']:.3f}", f"{m['mean_rank']:.2f}"
+            )
+        out.print(table)
+
+    @app.command()
+    def demo(
+        workdir: Annotated[Path | None, typer.Option(help="Folder for pictures, store and sheet (default: a temp folder).")] = None,
+        store: StoreOpt = None,
+        sheet: Annotated[Path, typer.Option(help="Where to write the contact sheet PNG.")] = Path("xsearch-demo.png"),
+        limit: Annotated[int, typer.Option(help="Hits per query.")] = 5,
+    ) -> None:
+        """Offline demo: generate pictures, index them with the bundled model, run queries."""
+        from .demo import run_demo
+
+        def show(result: Any) -> None:
+            c = result.report.counts
+            err.print(f"Indexed {c['indexed']} generated pictures in {result.report.seconds:.1f} s ({result.folder}).")
+            for query, hits in result.results.items():
+                out.print(f"\n[bold]{escape(query)}[/]")
+                for rank, h in enumerate(hits, 1):
+                    out.print(f"  {rank}. {h.score:.3f}  {escape(h.path)}")
+            out.print(f"\nContact sheet: {result.sheet}")
+
+        if workdir is not None:
+            workdir.mkdir(parents=True, exist_ok=True)
+            show(run_demo(workdir, store=store, sheet=sheet, limit=limit))
+            return
+        with tempfile.TemporaryDirectory(prefix="xsearch-demo-") as tmp:
+            show(run_demo(Path(tmp), store=store, sheet=sheet, limit=limit))

@@ -1,0 +1,111 @@
+"""Settings: the frozen configuration of an :class:`~xsearch.Engine`.
+
+This is the only module of the package that reads environment variables
+(:meth:`Settings.from_env`); everything else receives a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_STORE", "IndexOptions", "Settings"]
+
+#: Where the store lives when neither --store nor XSEARCH_HOME says otherwise.
+DEFAULT_STORE = Path("index_data")
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How an engine is assembled. Every field has a safe default."""
+
+    # Folder of the store: SQLite database, vector index cache, lock and thumbnails.
+    store: Path = DEFAULT_STORE
+    # Model profile for a *new* store; None means "the store's own, else the default profile".
+    model: str | None = None
+    # Local checkpoint file to load instead of the profile's hub weights.
+    checkpoint: Path | None = None
+    # "auto" picks CUDA, then MPS, then CPU.
+    device: str = "auto"
+    # Hugging Face cache folder; None uses the hub client's default (~/.cache/huggingface/hub).
+    model_cache_dir: Path | None = None
+    # Base URL of the model hub; only its host and port are probed before a download.
+    hub_endpoint: str = "https://huggingface.co"
+    # Seconds to wait for the hub before declaring the machine offline.
+    hub_probe_timeout: float = 3.0
+    # Vector index kind: "auto", "flat", "ivf", "hnsw", "ivfpq", "exact-torch", "numpy".
+    index_kind: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.device not in _DEVICES and not self.device.startswith("cuda:"):
+            raise ConfigError(
+                f"Unknown device {self.device!r}; use one of {', '.join(_DEVICES)} or cuda:N."
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``XSEARCH_*`` environment variables, then apply ``overrides``.
+
+        Overrides whose value is None are ignored, so CLI options that were not given
+        fall through to the environment and then to the defaults.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if env.get("XSEARCH_HOME"):
+            values["store"] = Path(env["XSEARCH_HOME"])
+        if env.get("XSEARCH_MODEL"):
+            values["model"] = env["XSEARCH_MODEL"]
+        if env.get("XSEARCH_DEVICE"):
+            values["device"] = env["XSEARCH_DEVICE"]
+        if env.get("XSEARCH_MODEL_CACHE"):
+            values["model_cache_dir"] = Path(env["XSEARCH_MODEL_CACHE"])
+        if env.get("HF_ENDPOINT"):
+            values["hub_endpoint"] = env["HF_ENDPOINT"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexOptions:
+    """Options of one indexing run."""
+
+    # Images per encoder batch; None picks by device (CPU 32, GPU 256).
+    batch_size: int | None = None
+    # Decode workers; None picks from the CPU count.
+    workers: int | None = None
+    # Index dot-files and OS junk (.DS_Store, Thumbs.db, @eaDir, ...) too.
+    include_hidden: bool = False
+    # Glob patterns (fnmatch, matched against the path relative to the root and the name) to skip.
+    exclude: tuple[str, ...] = ()
+    # Refuse images larger than this many pixels (decompression-bomb guard).
+    max_image_pixels: int = 178_956_970
+    # Seconds one file may take to decode before it is reported as timed out.
+    file_timeout: float = 60.0
+    # Seconds between sampled video frames.
+    video_interval: float = 1.0
+    # Cosine similarity above which a video frame counts as a duplicate of the last kept one.
+    video_dedup_threshold: float = 0.97
+    # Commit to SQLite at least every this many files.
+    commit_every: int = 64
+    # Fields set by tests and benchmarks only.
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, not {self.batch_size}.")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, not {self.workers}.")
+        if self.video_interval <= 0:
+            raise ConfigError(f"--video-interval must be positive, not {self.video_interval}.")
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"--max-pixels must be positive, not {self.max_image_pixels}.")

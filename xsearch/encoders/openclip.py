@@ -1,0 +1,332 @@
+"""The open_clip adapter of the :class:`~xsearch.encoders.base.Encoder` port."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import ModelError, ModelUnavailableError
+from .base import Vectors, l2_normalise
+from .hub import (
+    HubRepo,
+    cached_snapshot,
+    cached_weights,
+    download_weights,
+    hub_reachable,
+    weight_repo,
+)
+from .profiles import ModelProfile, PreprocessSpec
+
+__all__ = [
+    "HubOptions",
+    "OpenClipEncoder",
+    "missing_hub_files",
+    "pick_device",
+    "required_hub_files",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubOptions:
+    """Where weights are cached and how the hub is reached."""
+
+    cache_dir: Path | None = None
+    endpoint: str = "https://huggingface.co"
+    probe_timeout: float = 3.0
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU, unless ``requested`` names one."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _register_configs(profile: ModelProfile) -> None:
+    import open_clip
+
+    if profile.config_dir is not None:
+        open_clip.add_model_config(profile.config_dir)
+
+
+def _model_config(profile: ModelProfile) -> dict[str, Any]:
+    import open_clip
+
+    _register_configs(profile)
+    cfg = open_clip.get_model_config(profile.arch)
+    if cfg is None:
+        raise ModelError(
+            f"Model profile {profile.name!r} names the open_clip architecture {profile.arch!r}, "
+            "which this open_clip version does not know. Upgrade open_clip_torch."
+        )
+    return copy.deepcopy(cfg)
+
+
+def _text_repos(cfg: dict[str, Any]) -> list[str]:
+    text = cfg.get("text_cfg", {})
+    repos = [text.get("hf_model_name"), text.get("hf_tokenizer_name")]
+    return sorted({r for r in repos if r})
+
+
+def _weights_repo(profile: ModelProfile) -> HubRepo | None:
+    import open_clip
+
+    if not profile.downloads:
+        return None
+    pcfg = open_clip.get_pretrained_cfg(profile.arch, profile.pretrained or "")
+    if pcfg.get("hf_hub"):
+        return weight_repo(pcfg["hf_hub"])
+    raise ModelError(
+        f"Profile {profile.name!r} downloads from a plain URL, which xsearch cannot check "
+        "offline; download the checkpoint yourself and pass --checkpoint."
+    )
+
+
+def required_hub_files(profile: ModelProfile) -> list[HubRepo]:
+    """Everything of ``profile`` that comes from the model hub."""
+    weights = _weights_repo(profile)
+    text = [HubRepo(repo) for repo in _text_repos(_model_config(profile))]
+    return ([weights] if weights else []) + text
+
+
+def missing_hub_files(profile: ModelProfile, cache_dir: Path | None) -> list[str]:
+    """What of ``profile`` is not on this machine (empty: usable offline)."""
+    if profile.weights_file is not None and not profile.weights_file.is_file():
+        return [str(profile.weights_file)]
+    weights = _weights_repo(profile)
+    missing = [] if weights is None or cached_weights(weights, cache_dir) else [weights]
+    missing += [
+        HubRepo(repo)
+        for repo in _text_repos(_model_config(profile))
+        if cached_snapshot(repo, cache_dir, download=False) is None
+    ]
+    return list(dict.fromkeys(m.describe() for m in missing))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    checkpoint: Path | None
+    text_dirs: dict[str, Path]
+    preprocess: PreprocessSpec | None
+
+
+def _resolve_files(
+    profile: ModelProfile, checkpoint: Path | None, hub: HubOptions
+) -> _Resolved:
+    """Local paths of everything the model needs; downloads only after a quick network probe."""
+    local_ckpt = checkpoint or profile.weights_file
+    if local_ckpt is not None and not local_ckpt.is_file():
+        raise ModelError(
+            f"Checkpoint file {local_ckpt} of model profile {profile.name!r} does not exist. "
+            "Check the path given with --checkpoint."
+        )
+    weights_repo = None if local_ckpt is not None else _weights_repo(profile)
+    weights = local_ckpt
+    if weights_repo is not None:
+        weights = cached_weights(weights_repo, hub.cache_dir)
+    text_repos = _text_repos(_model_config(profile))
+    text_dirs = {r: cached_snapshot(r, hub.cache_dir, download=False) for r in text_repos}
+    missing = [weights_repo] if weights_repo is not None and weights is None else []
+    missing += [HubRepo(r) for r, d in text_dirs.items() if d is None]
+    if missing:
+        ok, why = hub_reachable(hub.endpoint, hub.probe_timeout)
+        if not ok:
+            raise ModelUnavailableError(
+                profile.name,
+                f"{profile.arch} : {profile.pretrained}",
+                list(dict.fromkeys(m.describe() for m in missing)),
+                f"the model hub {why}",
+            )
+        try:
+            if weights_repo is not None and weights is None:
+                weights = download_weights(weights_repo, hub.cache_dir)
+            for repo in text_dirs:
+                if text_dirs[repo] is None:
+                    text_dirs[repo] = cached_snapshot(repo, hub.cache_dir, download=True)
+        except Exception as exc:
+            raise ModelUnavailableError(
+                profile.name, profile.arch, [m.describe() for m in missing], f"the download failed ({exc})"
+            ) from exc
+    return _Resolved(
+        weights,
+        {r: d for r, d in text_dirs.items() if d is not None},
+        _preprocess_spec(profile),
+    )
+
+
+def _preprocess_spec(profile: ModelProfile) -> PreprocessSpec | None:
+    """The tag's preprocessing, so that a checkpoint loaded from a file still gets it."""
+    import open_clip
+
+    if profile.preprocess is not None or not profile.pretrained:
+        return profile.preprocess
+    pcfg = open_clip.get_pretrained_cfg(profile.arch, profile.pretrained)
+    return PreprocessSpec(
+        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),  # type: ignore[arg-type]
+        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
+        resize_mode=pcfg.get("resize_mode", "shortest"),
+        interpolation=pcfg.get("interpolation", "bicubic"),
+    )
+
+
+def _local_text_cfg(cfg: dict[str, Any], text_dirs: dict[str, Path]) -> dict[str, Any]:
+    """The text config with hub names replaced by cached folders, so nothing goes online."""
+    text = copy.deepcopy(cfg["text_cfg"])
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        if text.get(key) in text_dirs:
+            text[key] = str(text_dirs[text[key]])
+    if "hf_model_name" in text:
+        # The CLIP checkpoint holds the text tower's weights; only its config is read here.
+        text["hf_model_pretrained"] = False
+    return text
+
+
+def _build_tokenizer(arch: str, text_cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    tokenizer_name = text_cfg.get("hf_tokenizer_name")
+    if tokenizer_name:
+        return HFTokenizer(  # type: ignore[no-any-return]
+            tokenizer_name,
+            context_length=text_cfg.get("context_length", 77),
+            tokenizer_mode=text_cfg.get("tokenizer_mode"),
+            **text_cfg.get("tokenizer_kwargs", {}),
+        )
+    return open_clip.get_tokenizer(arch)  # type: ignore[no-any-return]
+
+
+class OpenClipEncoder:
+    """An open_clip model behind the Encoder protocol. Construction loads the weights."""
+
+    def __init__(
+        self,
+        profile: ModelProfile,
+        *,
+        checkpoint: Path | None = None,
+        device: str = "auto",
+        hub: HubOptions | None = None,
+    ) -> None:
+        import open_clip
+
+        self._profile = profile
+        self._device = pick_device(device)
+        resolved = _resolve_files(profile, checkpoint, hub or HubOptions())
+        cfg = _model_config(profile)
+        text_cfg = _local_text_cfg(cfg, resolved.text_dirs)
+        pp = resolved.preprocess
+        kwargs: dict[str, Any] = {"text_cfg": text_cfg}
+        if pp is not None:
+            kwargs.update(
+                image_mean=pp.mean,
+                image_std=pp.std,
+                image_resize_mode=pp.resize_mode,
+                image_interpolation=pp.interpolation,
+            )
+        if resolved.checkpoint is None:
+            # Random-initialised test profiles: seeded so vectors are reproducible.
+            torch.manual_seed(profile.seed)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                profile.arch,
+                pretrained=str(resolved.checkpoint) if resolved.checkpoint else None,
+                device=self._device,
+                **kwargs,
+            )
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            raise ModelError(
+                f"Could not load model profile {profile.name!r} ({profile.arch}): {exc}. "
+                "If you passed --checkpoint, check that it matches the profile's architecture."
+            ) from exc
+        model.eval()
+        if self._device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+        self._preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
+        self._tokenizer = _build_tokenizer(profile.arch, text_cfg)
+        self._dim = int(cfg["embed_dim"])
+        self._fingerprint = _fingerprint(profile, resolved, text_cfg)
+
+    @property
+    def profile_name(self) -> str:
+        return self._profile.name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square image the image tower takes."""
+        size = self._model.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
+        return self._preprocess
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        if self._device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast("cuda", dtype=dtype):
+                yield
+        else:
+            yield
+
+    def encode_images(self, pixels: torch.Tensor) -> Vectors:
+        if pixels.shape[0] == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        non_blocking = self._device.type == "cuda" and pixels.is_pinned()
+        batch = pixels.to(self._device, non_blocking=non_blocking)
+        if self._device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            out = self._model.encode_image(batch)
+        return l2_normalise(out.float().cpu().numpy())
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        tokens = self._tokenizer(list(texts)).to(self._device)
+        with torch.inference_mode(), self._autocast():
+            out = self._model.encode_text(tokens)
+        return l2_normalise(out.float().cpu().numpy())
+
+
+def _fingerprint(profile: ModelProfile, resolved: _Resolved, text_cfg: dict[str, Any]) -> str:
+    """Stable identity of architecture + weights + preprocessing."""
+    weights = resolved.checkpoint
+    pp = resolved.preprocess
+    doc = {
+        "arch": profile.arch,
+        "pretrained": profile.pretrained,
+        "weights": weights.name if weights else f"random-seed-{profile.seed}",
+        "weights_size": weights.stat().st_size if weights else 0,
+        "preprocess": [pp.mean, pp.std, pp.resize_mode, pp.interpolation] if pp else None,
+        "context_length": text_cfg.get("context_length"),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

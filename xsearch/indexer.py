@@ -1,0 +1,319 @@
+"""The indexing run: plan changes → decode → encode → persist, with honest reporting.
+
+The indexer never prints. It reports through two callbacks: ``on_outcome`` once per file
+(for the run report and ``--report FILE.jsonl``) and ``on_progress`` as work gets done.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import IndexOptions
+from .encoders.base import Encoder, Vectors
+from .index.manager import IndexManager
+from .media.hashing import content_hash
+from .media.images import display
+from .media.scan import ScanEntry, ScanProblem, scan
+from .pipeline import Decoded, DecodeOptions, WorkItem, embed_decoded, iter_decoded
+from .store.repository import FileState, FrameVector, MediaRecord, Store, WriteBatch
+
+__all__ = ["FileOutcome", "IndexReport", "Indexer", "Progress"]
+
+OUTCOMES = ("indexed", "partial", "unchanged", "moved", "removed", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to one file. ``reason`` is a short category for skipped/failed/partial."""
+
+    path: bytes
+    outcome: str
+    reason: str | None = None
+    detail: str | None = None
+
+    @property
+    def display(self) -> str:
+        return display(self.path)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"path": self.display, "outcome": self.outcome, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # "scan", "embed"
+    done: int
+    total: int
+    frames: int = 0
+
+
+@dataclass
+class IndexReport:
+    """Summary of one run. ``problems`` lists every file that was not indexed cleanly."""
+
+    found: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    problems: list[FileOutcome] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+    encoder_calls: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.counts["failed"] == 0 and not self.cancelled
+
+    def count(self, outcome: FileOutcome) -> None:
+        self.counts[outcome.outcome] += 1
+        if outcome.outcome in ("failed", "skipped", "partial"):
+            self.problems.append(outcome)
+
+
+@dataclass
+class _Plan:
+    work: list[WorkItem] = field(default_factory=list)
+    early: WriteBatch = field(default_factory=WriteBatch)
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    found: int = 0
+
+
+class Indexer:
+    """One run over some folders. Build it through :meth:`xsearch.Engine.index`."""
+
+    def __init__(
+        self,
+        store: Store,
+        index: IndexManager,
+        encoder_factory: Callable[[], Encoder],
+        options: IndexOptions,
+        *,
+        on_outcome: Callable[[FileOutcome], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self._encoder_factory = encoder_factory
+        self.options = options
+        self._on_outcome = on_outcome
+        self._on_progress = on_progress
+        self.report = IndexReport()
+
+    def _emit(self, outcome: FileOutcome) -> None:
+        self.report.count(outcome)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(Progress(stage, done, total, self.report.frames))
+
+    def run(self, roots: Sequence[Path]) -> IndexReport:
+        started = time.monotonic()
+        try:
+            plan = self._plan(roots)
+            self.report.found = plan.found
+            if plan.early:
+                self.index.apply(self.store.write(plan.early))
+            for outcome in plan.outcomes:
+                self._emit(outcome)
+            if plan.work:
+                self._embed_all(plan.work)
+        except KeyboardInterrupt:
+            self.report.cancelled = True
+        finally:
+            self.index.save()
+            self.report.seconds = time.monotonic() - started
+        return self.report
+
+    # -- planning --------------------------------------------------------------------------
+
+    def _plan(self, roots: Sequence[Path]) -> _Plan:
+        plan = _Plan()
+        root_bytes = [os.fsencode(os.path.abspath(r)) for r in roots]
+        known = self.store.states_under(root_bytes)
+        failed = self.store.failures_under(root_bytes)
+        new: list[ScanEntry] = []
+        seen: set[bytes] = set()
+        for entry in scan(roots, include_hidden=self.options.include_hidden, exclude=self.options.exclude):
+            if isinstance(entry, ScanProblem):
+                plan.outcomes.append(FileOutcome(entry.path, "skipped", entry.reason, entry.detail))
+                continue
+            plan.found += 1
+            seen.add(entry.path)
+            if plan.found % 1000 == 0:
+                self._progress("scan", plan.found, 0)
+            self._plan_entry(entry, known.get(entry.path), failed.get(entry.path), plan, new)
+        missing = {path: state for path, state in known.items() if path not in seen}
+        self._plan_moves(new, missing, plan)
+        for path, state in missing.items():
+            plan.early.deletes.append(state.id)
+            plan.outcomes.append(FileOutcome(path, "removed"))
+        return plan
+
+    def _plan_entry(
+        self,
+        entry: ScanEntry,
+        state: FileState | None,
+        failure: tuple[int, int, str] | None,
+        plan: _Plan,
+        new: list[ScanEntry],
+    ) -> None:
+        if state is not None:
+            if (entry.size, entry.mtime_ns) == (state.size, state.mtime_ns):
+                plan.outcomes.append(FileOutcome(entry.path, "unchanged"))
+                return
+            if _same_content(entry, state):
+                plan.early.touches.append((state.id, entry.size, entry.mtime_ns))
+                plan.outcomes.append(FileOutcome(entry.path, "unchanged", None, "touched"))
+                return
+            plan.work.append(_work(len(plan.work), entry))
+            return
+        if failure is not None and failure[:2] == (entry.size, entry.mtime_ns):
+            plan.outcomes.append(
+                FileOutcome(entry.path, "failed", failure[2], "failed before and unchanged since")
+            )
+            return
+        new.append(entry)
+
+    def _plan_moves(self, new: list[ScanEntry], missing: dict[bytes, FileState], plan: _Plan) -> None:
+        """New paths whose content equals a vanished file's are moves: they keep their vectors."""
+        by_size: dict[int, list[bytes]] = {}
+        for path, state in missing.items():
+            by_size.setdefault(state.size, []).append(path)
+        for entry in new:
+            candidates = by_size.get(entry.size)
+            moved_from = None
+            if candidates:
+                digest = _hash_or_none(entry.path, entry.size)
+                moved_from = next((p for p in candidates if missing[p].content_hash == digest), None)
+            if moved_from is None:
+                plan.work.append(_work(len(plan.work), entry))
+                continue
+            state = missing.pop(moved_from)
+            candidates.remove(moved_from)
+            plan.early.moves.append((state.id, entry.path, display(entry.path), entry.size, entry.mtime_ns))
+            plan.outcomes.append(FileOutcome(entry.path, "moved", None, f"from {display(moved_from)}"))
+
+    # -- decode, embed, persist ------------------------------------------------------------
+
+    def _embed_all(self, work: list[WorkItem]) -> None:
+        encoder = self._encoder_factory()
+        device_type = getattr(getattr(encoder, "device", None), "type", "cpu")
+        opts = self.options
+        batch_size = opts.batch_size or (256 if device_type == "cuda" else 32)
+        workers = opts.workers if opts.workers is not None else _default_workers(len(work))
+        decode_opts = DecodeOptions(
+            max_pixels=opts.max_image_pixels,
+            timeout=opts.file_timeout,
+            video_interval=opts.video_interval,
+            draft_size=_draft_size(encoder),
+        )
+        pending: list[Decoded] = []
+        frames = 0
+        done = 0
+        self._progress("embed", 0, len(work))
+        for decoded in iter_decoded(
+            work, encoder.preprocess, decode_opts, workers=workers, pin_memory=device_type == "cuda"
+        ):
+            pending.append(decoded)
+            frames += decoded.frames
+            if frames >= batch_size or len(pending) >= opts.commit_every:
+                done += len(pending)
+                self._flush(encoder, pending, work)
+                self._progress("embed", done, len(work))
+                pending, frames = [], 0
+        if pending:
+            done += len(pending)
+            self._flush(encoder, pending, work)
+            self._progress("embed", done, len(work))
+
+    def _flush(self, encoder: Encoder, pending: list[Decoded], work: list[WorkItem]) -> None:
+        good = [d for d in pending if d.error is None]
+        vectors = embed_decoded(encoder, good) if good else []
+        if good:
+            self.report.encoder_calls += 1
+        batch = WriteBatch()
+        outcomes: list[FileOutcome] = []
+        for decoded, vecs in zip(good, vectors, strict=True):
+            item = work[decoded.key]
+            frames = _frames(decoded, vecs, self.options.video_dedup_threshold)
+            self.report.frames += len(frames)
+            batch.upserts.append((_record(item, decoded), frames))
+            outcome = "partial" if decoded.partial_note else "indexed"
+            outcomes.append(FileOutcome(item.path, outcome, "partial" if decoded.partial_note else None, decoded.partial_note))
+        for decoded in pending:
+            if decoded.error is not None:
+                item = work[decoded.key]
+                reason, detail = decoded.error
+                batch.failures.append((item.path, display(item.path), item.size, item.mtime_ns, reason, detail))
+                outcomes.append(FileOutcome(item.path, "failed", reason, detail))
+        self.index.apply(self.store.write(batch))
+        for outcome in outcomes:
+            self._emit(outcome)
+
+
+def _work(key: int, entry: ScanEntry) -> WorkItem:
+    return WorkItem(key=key, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, kind=entry.kind)
+
+
+def _hash_or_none(path: bytes, size: int) -> str | None:
+    try:
+        return content_hash(path, size)
+    except OSError:
+        return None
+
+
+def _same_content(entry: ScanEntry, state: FileState) -> bool:
+    return entry.size == state.size and _hash_or_none(entry.path, entry.size) == state.content_hash
+
+
+def _default_workers(n_items: int) -> int:
+    """Worker processes only pay off beyond a handful of files."""
+    if n_items < 16:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _draft_size(encoder: Encoder) -> int | None:
+    size = getattr(encoder, "input_size", None)
+    return int(size) * 2 if size else None
+
+
+def _record(item: WorkItem, decoded: Decoded) -> MediaRecord:
+    return MediaRecord(
+        path=item.path,
+        display_path=display(item.path),
+        size=item.size,
+        mtime_ns=item.mtime_ns,
+        content_hash=decoded.content_hash,
+        media_type=decoded.media_type,
+        width=decoded.width,
+        height=decoded.height,
+        duration=decoded.duration,
+        fps=decoded.fps,
+        captured_at=decoded.captured_at,
+        status="partial" if decoded.partial_note else "ok",
+        note=decoded.partial_note,
+    )
+
+
+def _frames(decoded: Decoded, vectors: Vectors, threshold: float) -> list[FrameVector]:
+    """Frame vectors; for videos, a frame nearly identical to the last kept one is dropped
+    and the kept frame's time range stretched over it instead."""
+    if decoded.media_type != "video":
+        return [FrameVector(vectors[0])]
+    kept: list[list[object]] = []
+    last: np.ndarray | None = None
+    for vec, (t, t_start, t_end) in zip(vectors, decoded.times, strict=True):
+        if last is not None and float(vec @ last) >= threshold:
+            kept[-1][3] = t_end
+            continue
+        kept.append([vec, t, t_start, t_end])
+        last = vec
+    return [FrameVector(k[0], k[1], k[2], k[3]) for k in kept]  # type: ignore[arg-type]

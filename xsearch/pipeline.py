@@ -1,0 +1,222 @@
+"""decode → embed as pure functions over batches.
+
+The local indexer runs them through a torch DataLoader; a Ray Data adapter can map the
+same two functions over its blocks. Neither touches the store or the vector index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import torch
+from PIL import Image
+
+from .encoders.base import Encoder, Vectors
+from .errors import MediaError
+from .media.hashing import content_hash
+from .media.images import decode_image, display
+from .media.sniff import sniff
+from .media.video import sample_frames
+
+__all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
+
+Preprocess = Callable[[Image.Image], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One file to decode. ``key`` lets the caller match results to its plan."""
+
+    key: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    # "image", "video" or "unknown", from the name; the content decides in the end.
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeOptions:
+    max_pixels: int
+    timeout: float
+    video_interval: float
+    # Decode JPEGs at reduced size no smaller than this (None: full size).
+    draft_size: int | None = None
+
+
+@dataclass
+class Decoded:
+    """A decoded file: preprocessed frames, their times and the file's metadata, or an error."""
+
+    key: int
+    path: bytes
+    media_type: str = "image"
+    pixels: torch.Tensor | None = None
+    # (t, t_start, t_end) per frame; None for still images.
+    times: list[tuple[float | None, float | None, float | None]] = field(default_factory=list)
+    content_hash: str = ""
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    fps: float | None = None
+    captured_at: float | None = None
+    partial_note: str | None = None
+    error: tuple[str, str] | None = None
+
+    @property
+    def frames(self) -> int:
+        return 0 if self.pixels is None else int(self.pixels.shape[0])
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _Timeout after ``seconds``, where signals can be used (a process's main thread)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def alarm(_sig: int, _frame: FrameType | None) -> None:
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> Decoded:
+    """Decode one file into preprocessed frames. Never raises for a bad file: sets ``error``."""
+    out = Decoded(key=item.key, path=item.path)
+    try:
+        with _time_limit(opts.timeout):
+            out.content_hash = content_hash(item.path, item.size)
+            kind = sniff(item.path) or item.kind
+            if kind == "video":
+                _decode_video(item, preprocess, opts, out)
+            else:
+                _decode_still(item, preprocess, opts, out)
+    except MediaError as exc:
+        out.error = (exc.reason, exc.detail)
+    except _Timeout:
+        out.error = ("timed-out", f"took longer than {opts.timeout:g} s (raise it with --file-timeout)")
+    except PermissionError as exc:
+        out.error = ("unreadable", f"permission denied ({exc.strerror})")
+    except OSError as exc:
+        out.error = ("unreadable", str(exc))
+    except MemoryError:
+        out.error = ("too-large", "ran out of memory while decoding")
+    if out.error is not None:
+        out.pixels = None
+        out.times = []
+    return out
+
+
+def _decode_still(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded) -> None:
+    img = decode_image(item.path, max_pixels=opts.max_pixels, draft_size=opts.draft_size)
+    out.media_type = "image"
+    out.pixels = preprocess(img.image).unsqueeze(0)
+    out.times = [(None, None, None)]
+    out.width, out.height, out.captured_at = img.width, img.height, img.captured_at
+    if img.partial:
+        out.partial_note = "truncated file: the missing part was filled in"
+
+
+def _decode_video(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded) -> None:
+    notes: list[str] = []
+    info, frames = sample_frames(item.path, interval=opts.video_interval, partial=notes)
+    out.media_type = "video"
+    out.width, out.height, out.fps = info.width, info.height, info.fps
+    if info.width * info.height > opts.max_pixels:
+        raise MediaError(display(item.path), "too-large", f"{info.width}×{info.height} frames")
+    tensors: list[torch.Tensor] = []
+    stamps: list[float] = []
+    for frame in frames:
+        tensors.append(preprocess(frame.image))
+        stamps.append(frame.t)
+    if not tensors:
+        reason = notes[0] if notes else "no decodable frame"
+        raise MediaError(display(item.path), "broken", reason)
+    end = info.duration if info.duration is not None else stamps[-1]
+    if notes:
+        # A damaged file's duration is what could be decoded, not what its header claims.
+        end = stamps[-1] + opts.video_interval
+        out.partial_note = notes[0]
+    end = max(end, stamps[-1])
+    out.duration = end
+    out.pixels = torch.stack(tensors)
+    bounds = [*stamps[1:], end]
+    out.times = [(t, t, t_end) for t, t_end in zip(stamps, bounds, strict=True)]
+
+
+def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
+    """Encode the frames of several decoded files in one encoder call; one array per file."""
+    tensors = [d.pixels for d in batch if d.pixels is not None and d.frames]
+    if not tensors:
+        return [encoder.encode_images(torch.zeros(0)) for _ in batch]
+    vectors = encoder.encode_images(torch.cat(tensors))
+    out: list[Vectors] = []
+    offset = 0
+    for d in batch:
+        out.append(vectors[offset : offset + d.frames])
+        offset += d.frames
+    return out
+
+
+class _DecodeDataset(torch.utils.data.Dataset[Decoded]):
+    def __init__(self, items: Sequence[WorkItem], preprocess: Preprocess, opts: DecodeOptions) -> None:
+        self.items = items
+        self.preprocess = preprocess
+        self.opts = opts
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Decoded:
+        return decode_item(self.items[i], self.preprocess, self.opts)
+
+
+def _identity(x: Decoded) -> Decoded:
+    return x
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Each worker decodes one file at a time; torch's own thread pool would only contend.
+    torch.set_num_threads(1)
+
+
+def iter_decoded(
+    items: Sequence[WorkItem],
+    preprocess: Preprocess,
+    opts: DecodeOptions,
+    *,
+    workers: int,
+    pin_memory: bool = False,
+) -> Iterator[Decoded]:
+    """Decode ``items`` in order, ``workers`` processes at a time, a few files ahead."""
+    if workers == 0:
+        for item in items:
+            yield decode_item(item, preprocess, opts)
+        return
+    loader = torch.utils.data.DataLoader(
+        _DecodeDataset(items, preprocess, opts),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=4,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init,
+        multiprocessing_context="fork" if hasattr(signal, "SIGALRM") else None,
+    )
+    yield from loader
