@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder
-from .encoders.profiles import DEFAULT_PROFILE, ModelProfile, get_profile, list_profiles, register_profile
+from .encoders.profiles import (
+    DEFAULT_PROFILE,
+    ModelProfile,
+    get_profile,
+    list_profiles,
+    register_profile,
+)
 from .engine import Engine, StoreInfo
 from .errors import (
     ConfigError,

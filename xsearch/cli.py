@@ -15,20 +15,20 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .config import IndexOptions, Settings
 from .errors import XSearchError
 
+
 class _Group(TyperGroup):
     """Turns XSearchError into a message and its exit code, for every command."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except XSearchError as exc:
@@ -58,13 +58,16 @@ StoreOpt = Annotated[
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Model profile for a new store (`xsearch models` lists them)."),
+    typer.Option(
+        "--model", "-m", help="Model profile for a new store (`xsearch models` lists them)."
+    ),
 ]
 CheckpointOpt = Annotated[
     Path | None, typer.Option("--checkpoint", help="Load the model's weights from this local file.")
 ]
 DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env: XSEARCH_DEVICE].")
+    str | None,
+    typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env: XSEARCH_DEVICE]."),
 ]
 
 
@@ -91,13 +94,23 @@ def index(
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per encoder batch (auto).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")
+    ] = None,
     include_hidden: Annotated[bool, typer.Option(help="Also index dot-files and OS junk.")] = False,
-    exclude: Annotated[list[str] | None, typer.Option(help="Glob of paths to skip (repeatable).")] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of paths to skip (repeatable).")
+    ] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels.")] = 178_956_970,
-    file_timeout: Annotated[float, typer.Option(help="Seconds one file may take to decode.")] = 60.0,
-    video_interval: Annotated[float, typer.Option(help="Seconds between sampled video frames.")] = 1.0,
-    report: Annotated[Path | None, typer.Option(help="Write one JSON line per file to this file.")] = None,
+    file_timeout: Annotated[
+        float, typer.Option(help="Seconds one file may take to decode.")
+    ] = 60.0,
+    video_interval: Annotated[
+        float, typer.Option(help="Seconds between sampled video frames.")
+    ] = 1.0,
+    report: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per file to this file.")
+    ] = None,
 ) -> None:
     """Index images and videos below PATHS; a re-run only looks at what changed."""
     for path in paths:
@@ -218,7 +231,9 @@ def _print_summary(result: Any) -> None:
             table.add_row(p.outcome, p.reason or "", escape(p.display), escape(p.detail or ""))
         err.print(table)
         if len(result.problems) > 50:
-            err.print(f"... and {len(result.problems) - 50} more (use --report FILE.jsonl for all).")
+            err.print(
+                f"... and {len(result.problems) - 50} more (use --report FILE.jsonl for all)."
+            )
 
 
 def _clock(seconds: float) -> str:
@@ -232,17 +247,25 @@ def query(
     text: Annotated[str, typer.Argument(help="What to look for, in any language the model knows.")],
     store: StoreOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.")] = 10,
-    media_type: Annotated[str | None, typer.Option("--type", help="Only 'image' or 'video'.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Drop results scoring below this.")] = None,
+    media_type: Annotated[
+        str | None, typer.Option("--type", help="Only 'image' or 'video'.")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option(help="Drop results scoring below this.")
+    ] = None,
     frames: Annotated[bool, typer.Option(help="One result per matching video frame.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the documented JSON schema.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the documented JSON schema.")
+    ] = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")] = False,
     device: DeviceOpt = None,
 ) -> None:
     """Search the store; prints a table, JSON (--json) or bare paths (--paths)."""
     settings = _settings(store, device=device)
     with _engine(settings) as engine:
-        hits = engine.search(text, limit=limit, media_type=media_type, min_score=min_score, frames=frames)
+        hits = engine.search(
+            text, limit=limit, media_type=media_type, min_score=min_score, frames=frames
+        )
         _print_notices(engine)
     if as_json:
         doc = {"query": text, "results": [h.to_json() for h in hits]}
@@ -279,7 +302,9 @@ def _print_hits(hits: list[Any]) -> None:
 def info(
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    check: Annotated[bool, typer.Option("--check", help="Also verify store and index agree.")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Also verify store and index agree.")
+    ] = False,
 ) -> None:
     """Where the store is, which model built it, what it holds."""
     settings = _settings(store)
@@ -316,7 +341,9 @@ def _doctor(engine: Any) -> None:
 
 @app.command()
 def models(
-    download: Annotated[str | None, typer.Option(help="Download this profile's weights now.")] = None,
+    download: Annotated[
+        str | None, typer.Option(help="Download this profile's weights now.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The model profiles, and which of them work offline on this machine."""
@@ -334,7 +361,7 @@ def models(
         )
         out.print(f"{download}: downloaded; it now loads offline.")
         return
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in list_profiles():
         missing = missing_hub_files(p, settings.model_cache_dir)
         rows.append(
@@ -360,7 +387,14 @@ def models(
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
-        table.add_row(name, r["tier"], r["languages"], r["licence"], "yes" if r["offline"] else "no", r["architecture"])
+        table.add_row(
+            name,
+            r["tier"],
+            r["languages"],
+            r["licence"],
+            "yes" if r["offline"] else "no",
+            r["architecture"],
+        )
     out.print(table)
 
 

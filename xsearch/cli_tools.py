@@ -20,8 +20,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_(
-        dataset: Annotated[Path, typer.Argument(help="TSV, JSONL or Karpathy-style JSON of captions.")],
-        images: Annotated[Path | None, typer.Option(help="Folder the image paths are relative to.")] = None,
+        dataset: Annotated[
+            Path, typer.Argument(help="TSV, JSONL or Karpathy-style JSON of captions.")
+        ],
+        images: Annotated[
+            Path | None, typer.Option(help="Folder the image paths are relative to.")
+        ] = None,
         split: Annotated[str, typer.Option(help="Split of a Karpathy JSON to use.")] = "test",
         store: StoreOpt = None,
         model: ModelOpt = None,
@@ -41,20 +45,32 @@ def register(app: typer.Typer) -> None:
             doc = {"dataset": str(dataset), "model": profile, **result.to_json()}
             out.print_json(json.dumps(doc, ensure_ascii=False))
             return
-        table = Table(title=f"{dataset} — model {profile}: {result.images} images, {result.captions} queries")
+        table = Table(
+            title=f"{dataset} — model {profile}: {result.images} images, {result.captions} queries"
+        )
         for col in ("language", "queries", "R@1", "R@5", "R@10", "mean rank"):
             table.add_column(col, justify="right")
         for lang, m in result.by_lang.items():
             table.add_row(
-                lang, str(int(m["queries"])), f"{m['R@1']:.3f}", f"{m['R@5']:.3f}", f"{m['R@10']:.3f}", f"{m['mean_rank']:.2f}"
+                lang,
+                str(int(m["queries"])),
+                f"{m['R@1']:.3f}",
+                f"{m['R@5']:.3f}",
+                f"{m['R@10']:.3f}",
+                f"{m['mean_rank']:.2f}",
             )
         out.print(table)
 
     @app.command()
     def demo(
-        workdir: Annotated[Path | None, typer.Option(help="Folder for pictures, store and sheet (default: a temp folder).")] = None,
+        workdir: Annotated[
+            Path | None,
+            typer.Option(help="Folder for pictures, store and sheet (default: a temp folder)."),
+        ] = None,
         store: StoreOpt = None,
-        sheet: Annotated[Path, typer.Option(help="Where to write the contact sheet PNG.")] = Path("xsearch-demo.png"),
+        sheet: Annotated[Path, typer.Option(help="Where to write the contact sheet PNG.")] = Path(
+            "xsearch-demo.png"
+        ),
         limit: Annotated[int, typer.Option(help="Hits per query.")] = 5,
     ) -> None:
         """Offline demo: generate pictures, index them with the bundled model, run queries."""
@@ -62,7 +78,9 @@ def register(app: typer.Typer) -> None:
 
         def show(result: Any) -> None:
             c = result.report.counts
-            err.print(f"Indexed {c['indexed']} generated pictures in {result.report.seconds:.1f} s ({result.folder}).")
+            err.print(
+                f"Indexed {c['indexed']} generated pictures in {result.report.seconds:.1f} s ({result.folder})."
+            )
             for query, hits in result.results.items():
                 out.print(f"\n[bold]{escape(query)}[/]")
                 for rank, h in enumerate(hits, 1):

@@ -79,20 +79,20 @@ def contact_sheet(results: dict[str, list[SearchHit]], out: Path, *, thumb: int 
     sheet = Image.new("RGB", (width, max(height, thumb)), "white")
     draw = ImageDraw.Draw(sheet)
     font = _font(20)
-    small = _font(14)
+    score_font = _font(14)
     for row, (query, hits) in enumerate(results.items()):
         y = pad + row * (thumb + caption_h + pad)
         draw.text((pad, y + thumb // 2 - 10), query, fill="black", font=font)
         for col, hit in enumerate(hits):
             x = label_w + col * (thumb + pad)
             try:
-                with Image.open(hit.path) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((thumb, thumb))
-                    sheet.paste(im, (x, y))
+                with Image.open(hit.path) as source:
+                    small = source.convert("RGB")
+                small.thumbnail((thumb, thumb))
+                sheet.paste(small, (x, y))
             except OSError:
                 draw.rectangle((x, y, x + thumb, y + thumb), outline="red")
-            draw.text((x, y + thumb + 2), f"{hit.score:.3f}", fill="black", font=small)
+            draw.text((x, y + thumb + 2), f"{hit.score:.3f}", fill="black", font=score_font)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return out

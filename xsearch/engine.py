@@ -99,9 +99,13 @@ class Engine:
 
     def _check_model_name(self, store: Store) -> None:
         stored = store.model()
-        if stored is not None and self.settings.model is not None:
-            if get_profile(self.settings.model).name != stored.profile:
-                raise ModelMismatchError(self.location, stored.profile, self.settings.model)
+        requested = self.settings.model
+        if (
+            stored is not None
+            and requested is not None
+            and get_profile(requested).name != stored.profile
+        ):
+            raise ModelMismatchError(self.location, stored.profile, requested)
 
     def profile_name(self) -> str:
         """The store's model if it has one, else the requested one, else the default."""
@@ -137,7 +141,9 @@ class Engine:
             return mine
         if stored.fingerprint != mine.fingerprint or stored.dim != mine.dim:
             raise ModelMismatchError(
-                self.location, f"{stored.profile} ({stored.fingerprint})", f"{mine.profile} ({mine.fingerprint})"
+                self.location,
+                f"{stored.profile} ({stored.fingerprint})",
+                f"{mine.profile} ({mine.fingerprint})",
             )
         return stored
 
@@ -210,10 +216,11 @@ class Engine:
         frames: bool = False,
     ) -> list[SearchHit]:
         """Files ranked by similarity to ``text`` (or to a ready query ``vector``)."""
-        request = SearchRequest(limit=limit, media_type=media_type, min_score=min_score, frames=frames)
-        if vector is None:
-            if not text or not text.strip():
-                raise QueryError("The query is empty: give some text to search for.")
+        request = SearchRequest(
+            limit=limit, media_type=media_type, min_score=min_score, frames=frames
+        )
+        if vector is None and (not text or not text.strip()):
+            raise QueryError("The query is empty: give some text to search for.")
         store = self.store()
         if store.model() is None:
             return []
@@ -221,7 +228,9 @@ class Engine:
             self._claim_store_for_encoder(store)
             self._model_checked = True
         query = vector if vector is not None else self.embed_text(text or "")
-        return run_search(store, self._index_manager(store), np.asarray(query, dtype=np.float32), request)
+        return run_search(
+            store, self._index_manager(store), np.asarray(query, dtype=np.float32), request
+        )
 
     # -- inspection ------------------------------------------------------------------------
 

@@ -165,7 +165,9 @@ class QueryParseError(QueryError):
         self.position = position
         self.problem = problem
         caret = " " * position + "^"
-        super().__init__(f"Cannot parse query at position {position}: {problem}\n  {text}\n  {caret}")
+        super().__init__(
+            f"Cannot parse query at position {position}: {problem}\n  {text}\n  {caret}"
+        )
 
 
 class MediaError(XSearchError):

@@ -118,7 +118,9 @@ def _jsonl(path: Path, base: Path) -> list[EvalPair]:
             doc = json.loads(line)
             image, caption = doc["image"], doc["caption"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise EvalDatasetError(f"{path}:{n}: expected a JSON object with 'image' and 'caption' ({exc})") from exc
+            raise EvalDatasetError(
+                f"{path}:{n}: expected a JSON object with 'image' and 'caption' ({exc})"
+            ) from exc
         pairs.append(EvalPair(base / image, caption, doc.get("lang") or guess_language(caption)))
     return pairs
 
@@ -128,7 +130,9 @@ def _karpathy(path: Path, base: Path, split: str) -> list[EvalPair]:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["images"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise EvalDatasetError(f"{path}: not a Karpathy-style JSON file with an 'images' list ({exc})") from exc
+        raise EvalDatasetError(
+            f"{path}: not a Karpathy-style JSON file with an 'images' list ({exc})"
+        ) from exc
     pairs = []
     for entry in entries:
         if split and entry.get("split", split) != split:

@@ -26,6 +26,12 @@ from .store.repository import FileState, FrameVector, MediaRecord, Store, WriteB
 __all__ = ["FileOutcome", "IndexReport", "Indexer", "Progress"]
 
 OUTCOMES = ("indexed", "partial", "unchanged", "moved", "removed", "skipped", "failed")
+# Files that are simply not media xsearch can use are skipped; damaged ones have failed.
+SKIP_REASONS = frozenset({"unsupported", "no-video-stream"})
+
+
+def _not_indexed(reason: str) -> str:
+    return "skipped" if reason in SKIP_REASONS else "failed"
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,12 @@ class FileOutcome:
         return display(self.path)
 
     def to_json(self) -> dict[str, str | None]:
-        return {"path": self.display, "outcome": self.outcome, "reason": self.reason, "detail": self.detail}
+        return {
+            "path": self.display,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,9 @@ class Indexer:
         failed = self.store.failures_under(root_bytes)
         new: list[ScanEntry] = []
         seen: set[bytes] = set()
-        for entry in scan(roots, include_hidden=self.options.include_hidden, exclude=self.options.exclude):
+        for entry in scan(
+            roots, include_hidden=self.options.include_hidden, exclude=self.options.exclude
+        ):
             if isinstance(entry, ScanProblem):
                 plan.outcomes.append(FileOutcome(entry.path, "skipped", entry.reason, entry.detail))
                 continue
@@ -176,12 +189,19 @@ class Indexer:
             return
         if failure is not None and failure[:2] == (entry.size, entry.mtime_ns):
             plan.outcomes.append(
-                FileOutcome(entry.path, "failed", failure[2], "failed before and unchanged since")
+                FileOutcome(
+                    entry.path,
+                    _not_indexed(failure[2]),
+                    failure[2],
+                    "unchanged since the last attempt",
+                )
             )
             return
         new.append(entry)
 
-    def _plan_moves(self, new: list[ScanEntry], missing: dict[bytes, FileState], plan: _Plan) -> None:
+    def _plan_moves(
+        self, new: list[ScanEntry], missing: dict[bytes, FileState], plan: _Plan
+    ) -> None:
         """New paths whose content equals a vanished file's are moves: they keep their vectors."""
         by_size: dict[int, list[bytes]] = {}
         for path, state in missing.items():
@@ -191,14 +211,20 @@ class Indexer:
             moved_from = None
             if candidates:
                 digest = _hash_or_none(entry.path, entry.size)
-                moved_from = next((p for p in candidates if missing[p].content_hash == digest), None)
+                moved_from = next(
+                    (p for p in candidates if missing[p].content_hash == digest), None
+                )
             if moved_from is None:
                 plan.work.append(_work(len(plan.work), entry))
                 continue
             state = missing.pop(moved_from)
-            candidates.remove(moved_from)
-            plan.early.moves.append((state.id, entry.path, display(entry.path), entry.size, entry.mtime_ns))
-            plan.outcomes.append(FileOutcome(entry.path, "moved", None, f"from {display(moved_from)}"))
+            by_size[entry.size].remove(moved_from)
+            plan.early.moves.append(
+                (state.id, entry.path, display(entry.path), entry.size, entry.mtime_ns)
+            )
+            plan.outcomes.append(
+                FileOutcome(entry.path, "moved", None, f"from {display(moved_from)}")
+            )
 
     # -- decode, embed, persist ------------------------------------------------------------
 
@@ -245,21 +271,32 @@ class Indexer:
             frames = _frames(decoded, vecs, self.options.video_dedup_threshold)
             self.report.frames += len(frames)
             batch.upserts.append((_record(item, decoded), frames))
-            outcome = "partial" if decoded.partial_note else "indexed"
-            outcomes.append(FileOutcome(item.path, outcome, "partial" if decoded.partial_note else None, decoded.partial_note))
+            kind = "partial" if decoded.partial_note else "indexed"
+            outcomes.append(
+                FileOutcome(
+                    item.path,
+                    kind,
+                    "partial" if decoded.partial_note else None,
+                    decoded.partial_note,
+                )
+            )
         for decoded in pending:
             if decoded.error is not None:
                 item = work[decoded.key]
                 reason, detail = decoded.error
-                batch.failures.append((item.path, display(item.path), item.size, item.mtime_ns, reason, detail))
-                outcomes.append(FileOutcome(item.path, "failed", reason, detail))
+                batch.failures.append(
+                    (item.path, display(item.path), item.size, item.mtime_ns, reason, detail)
+                )
+                outcomes.append(FileOutcome(item.path, _not_indexed(reason), reason, detail))
         self.index.apply(self.store.write(batch))
         for outcome in outcomes:
             self._emit(outcome)
 
 
 def _work(key: int, entry: ScanEntry) -> WorkItem:
-    return WorkItem(key=key, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, kind=entry.kind)
+    return WorkItem(
+        key=key, path=entry.path, size=entry.size, mtime_ns=entry.mtime_ns, kind=entry.kind
+    )
 
 
 def _hash_or_none(path: bytes, size: int) -> str | None:

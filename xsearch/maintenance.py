@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .index.base import read_meta
 from .errors import StoreBusyError
+from .index.base import read_meta
 from .index.manager import IndexManager
 from .store.lock import WriterLock
 
@@ -46,8 +46,8 @@ def check_store(engine: Engine) -> CheckResult:
         except Exception as exc:  # unreadable file: the repair rebuilds it
             result.lines.append(f"The saved vector index cannot be read: {exc}")
             held = np.zeros(0, dtype=np.int64)
-    result.orphans = int(len(np.setdiff1d(held, stored)))
-    result.missing = int(len(np.setdiff1d(stored, held)))
+    result.orphans = len(np.setdiff1d(held, stored))
+    result.missing = len(np.setdiff1d(stored, held))
     duplicates = int(len(held) - len(np.unique(held)))
     result.lines.append(
         f"store: {len(stored)} vectors; index: {len(held)} vectors "

@@ -21,7 +21,7 @@ from .errors import MediaError
 from .media.hashing import content_hash
 from .media.images import decode_image, display
 from .media.sniff import sniff
-from .media.video import sample_frames
+from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, sample_frames
 
 __all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
 
@@ -73,19 +73,19 @@ class Decoded:
         return 0 if self.pixels is None else int(self.pixels.shape[0])
 
 
-class _Timeout(Exception):
+class _TimeoutError(Exception):
     pass
 
 
 @contextlib.contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise _Timeout after ``seconds``, where signals can be used (a process's main thread)."""
+    """Raise _TimeoutError after ``seconds``, where signals can be used (a process's main thread)."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def alarm(_sig: int, _frame: FrameType | None) -> None:
-        raise _Timeout
+        raise _TimeoutError
 
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -109,8 +109,11 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
                 _decode_still(item, preprocess, opts, out)
     except MediaError as exc:
         out.error = (exc.reason, exc.detail)
-    except _Timeout:
-        out.error = ("timed-out", f"took longer than {opts.timeout:g} s (raise it with --file-timeout)")
+    except _TimeoutError:
+        out.error = (
+            "timed-out",
+            f"took longer than {opts.timeout:g} s (raise it with --file-timeout)",
+        )
     except PermissionError as exc:
         out.error = ("unreadable", f"permission denied ({exc.strerror})")
     except OSError as exc:
@@ -123,7 +126,9 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
     return out
 
 
-def _decode_still(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded) -> None:
+def _decode_still(
+    item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded
+) -> None:
     img = decode_image(item.path, max_pixels=opts.max_pixels, draft_size=opts.draft_size)
     out.media_type = "image"
     out.pixels = preprocess(img.image).unsqueeze(0)
@@ -133,9 +138,11 @@ def _decode_still(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, o
         out.partial_note = "truncated file: the missing part was filled in"
 
 
-def _decode_video(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded) -> None:
-    notes: list[str] = []
-    info, frames = sample_frames(item.path, interval=opts.video_interval, partial=notes)
+def _decode_video(
+    item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, out: Decoded
+) -> None:
+    state = DecodeState()
+    info, frames = sample_frames(item.path, interval=opts.video_interval, state=state)
     out.media_type = "video"
     out.width, out.height, out.fps = info.width, info.height, info.fps
     if info.width * info.height > opts.max_pixels:
@@ -146,18 +153,36 @@ def _decode_video(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions, o
         tensors.append(preprocess(frame.image))
         stamps.append(frame.t)
     if not tensors:
-        reason = notes[0] if notes else "no decodable frame"
-        raise MediaError(display(item.path), "broken", reason)
-    end = info.duration if info.duration is not None else stamps[-1]
-    if notes:
+        raise MediaError(
+            display(item.path), "broken", state.notes[0] if state.notes else "no decodable frame"
+        )
+    last = state.last_t if state.last_t is not None else stamps[-1]
+    step = 1.0 / info.fps if info.fps else opts.video_interval
+    end = info.duration if info.duration is not None else last + step
+    if (
+        not state.notes
+        and info.duration is not None
+        and last < info.duration - _truncation_slack(opts)
+    ):
+        state.notes.append(
+            f"decoding ended at {last:.1f} s of {info.duration:.1f} s: the file is truncated"
+        )
+    if state.notes:
         # A damaged file's duration is what could be decoded, not what its header claims.
-        end = stamps[-1] + opts.video_interval
-        out.partial_note = notes[0]
-    end = max(end, stamps[-1])
-    out.duration = end
+        end = last + step
+        out.partial_note = state.notes[0]
+    out.duration = max(end, stamps[-1])
     out.pixels = torch.stack(tensors)
-    bounds = [*stamps[1:], end]
+    bounds = [*stamps[1:], out.duration]
     out.times = [(t, t, t_end) for t, t_end in zip(stamps, bounds, strict=True)]
+
+
+def _truncation_slack(opts: DecodeOptions) -> float:
+    """How far before the declared end decoding may stop without the file counting as cut.
+
+    In keyframe-only mode the last decoded frame can be a whole GOP before the end.
+    """
+    return max(2.0, 2 * opts.video_interval) if opts.video_interval <= KEYFRAME_ONLY_ABOVE else 12.0
 
 
 def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
@@ -175,7 +200,9 @@ def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
 
 
 class _DecodeDataset(torch.utils.data.Dataset[Decoded]):
-    def __init__(self, items: Sequence[WorkItem], preprocess: Preprocess, opts: DecodeOptions) -> None:
+    def __init__(
+        self, items: Sequence[WorkItem], preprocess: Preprocess, opts: DecodeOptions
+    ) -> None:
         self.items = items
         self.preprocess = preprocess
         self.opts = opts
@@ -213,7 +240,7 @@ def iter_decoded(
         _DecodeDataset(items, preprocess, opts),
         batch_size=None,
         num_workers=workers,
-        collate_fn=_identity,
+        collate_fn=_identity,  # type: ignore[arg-type]
         prefetch_factor=4,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init,

@@ -47,7 +47,11 @@ def run_search(
     while True:
         scores, ids = index.search(query.reshape(1, -1).astype(np.float32), fetch)
         rows = store.hit_rows([int(i) for i in ids[0] if i >= 0])
-        scored = [(float(s), rows[int(i)]) for s, i in zip(scores[0], ids[0], strict=True) if int(i) in rows]
+        scored = [
+            (float(s), rows[int(i)])
+            for s, i in zip(scores[0], ids[0], strict=True)
+            if int(i) in rows
+        ]
         hits = _rank(scored, request, store)
         if len(hits) >= request.limit or fetch >= total:
             return hits[: request.limit]
@@ -60,7 +64,9 @@ def _passes(row: HitRow, score: float, request: SearchRequest) -> bool:
     return request.min_score is None or score >= request.min_score
 
 
-def _rank(scored: list[tuple[float, HitRow]], request: SearchRequest, store: Store) -> list[SearchHit]:
+def _rank(
+    scored: list[tuple[float, HitRow]], request: SearchRequest, store: Store
+) -> list[SearchHit]:
     """Hits in score order (``scored`` is best first); one per file unless frames are asked for."""
     kept = [(score, row) for score, row in scored if _passes(row, score, request)]
     if request.frames:

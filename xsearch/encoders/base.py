@@ -47,4 +47,5 @@ def l2_normalise(x: npt.NDArray[np.floating]) -> Vectors:
     """Rows scaled to unit length; all-zero rows stay zero instead of becoming NaN."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    out: Vectors = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return out

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-__all__ = ["HubRepo", "cached_snapshot", "cached_weights", "download_weights", "hub_reachable", "weight_repo"]
+__all__ = [
+    "HubRepo",
+    "cached_snapshot",
+    "cached_weights",
+    "download_weights",
+    "hub_reachable",
+    "weight_repo",
+]
 
 # Files a text tower or tokenizer needs; weights of HF text towers come from the CLIP checkpoint.
 _TEXT_PATTERNS = ["*.json", "*.model", "*.txt", "tokenizer*", "spiece*", "sentencepiece*"]
@@ -79,9 +86,7 @@ def download_weights(repo: HubRepo, cache_dir: Path | None) -> Path:
     for name in names:
         try:
             return Path(
-                hf_hub_download(
-                    repo.repo_id, name, cache_dir=str(cache_dir) if cache_dir else None
-                )
+                hf_hub_download(repo.repo_id, name, cache_dir=str(cache_dir) if cache_dir else None)
             )
         except Exception as exc:  # the hub raises several unrelated types
             last = exc

@@ -74,7 +74,7 @@ def _model_config(profile: ModelProfile) -> dict[str, Any]:
             f"Model profile {profile.name!r} names the open_clip architecture {profile.arch!r}, "
             "which this open_clip version does not know. Upgrade open_clip_torch."
         )
-    return copy.deepcopy(cfg)
+    return dict(copy.deepcopy(cfg))
 
 
 def _text_repos(cfg: dict[str, Any]) -> list[str]:
@@ -125,9 +125,7 @@ class _Resolved:
     preprocess: PreprocessSpec | None
 
 
-def _resolve_files(
-    profile: ModelProfile, checkpoint: Path | None, hub: HubOptions
-) -> _Resolved:
+def _resolve_files(profile: ModelProfile, checkpoint: Path | None, hub: HubOptions) -> _Resolved:
     """Local paths of everything the model needs; downloads only after a quick network probe."""
     local_ckpt = checkpoint or profile.weights_file
     if local_ckpt is not None and not local_ckpt.is_file():
@@ -160,7 +158,10 @@ def _resolve_files(
                     text_dirs[repo] = cached_snapshot(repo, hub.cache_dir, download=True)
         except Exception as exc:
             raise ModelUnavailableError(
-                profile.name, profile.arch, [m.describe() for m in missing], f"the download failed ({exc})"
+                profile.name,
+                profile.arch,
+                [m.describe() for m in missing],
+                f"the download failed ({exc})",
             ) from exc
     return _Resolved(
         weights,
@@ -177,8 +178,8 @@ def _preprocess_spec(profile: ModelProfile) -> PreprocessSpec | None:
         return profile.preprocess
     pcfg = open_clip.get_pretrained_cfg(profile.arch, profile.pretrained)
     return PreprocessSpec(
-        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),  # type: ignore[arg-type]
-        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),  # type: ignore[arg-type]
+        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
         resize_mode=pcfg.get("resize_mode", "shortest"),
         interpolation=pcfg.get("interpolation", "bicubic"),
     )
@@ -186,7 +187,7 @@ def _preprocess_spec(profile: ModelProfile) -> PreprocessSpec | None:
 
 def _local_text_cfg(cfg: dict[str, Any], text_dirs: dict[str, Path]) -> dict[str, Any]:
     """The text config with hub names replaced by cached folders, so nothing goes online."""
-    text = copy.deepcopy(cfg["text_cfg"])
+    text: dict[str, Any] = copy.deepcopy(cfg["text_cfg"])
     for key in ("hf_model_name", "hf_tokenizer_name"):
         if text.get(key) in text_dirs:
             text[key] = str(text_dirs[text[key]])

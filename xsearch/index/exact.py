@@ -52,7 +52,9 @@ class NumpyIndex:
 
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         self._ids = np.concatenate([self._ids, ids.astype(np.int64)])
-        self._matrix = np.concatenate([self._matrix, vectors.astype(np.float32).reshape(-1, self.dim)])
+        self._matrix = np.concatenate(
+            [self._matrix, vectors.astype(np.float32).reshape(-1, self.dim)]
+        )
 
     def remove(self, ids: npt.NDArray[np.int64]) -> None:
         keep = ~np.isin(self._ids, ids)

@@ -73,7 +73,8 @@ class FaissIndex:
         if len(ids) == 0:
             return
         self._index.add_with_ids(
-            np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+            np.ascontiguousarray(vectors, dtype=np.float32),
+            np.ascontiguousarray(ids, dtype=np.int64),
         )
         self._gpu_index = None
 

@@ -58,9 +58,13 @@ class IndexManager:
                 try:
                     index = self._read(meta.kind)
                 except Exception as exc:  # a torn or foreign file: the store can rebuild it
-                    self.notices.append(f"The vector index file could not be read ({exc}); rebuilding it.")
+                    self.notices.append(
+                        f"The vector index file could not be read ({exc}); rebuilding it."
+                    )
         elif self.index_path.exists() or meta is not None:
-            self.notices.append("The vector index is incomplete on disk; rebuilding it from the store.")
+            self.notices.append(
+                "The vector index is incomplete on disk; rebuilding it from the store."
+            )
         self._index = index if index is not None else self._new_index()
         self._meta = meta if index is not None else None
         self._generation = meta.generation if index is not None and meta is not None else -1

@@ -61,9 +61,7 @@ class DecodedImage:
     format: str
 
 
-def decode_image(
-    path: bytes, *, max_pixels: int, draft_size: int | None = None
-) -> DecodedImage:
+def decode_image(path: bytes, *, max_pixels: int, draft_size: int | None = None) -> DecodedImage:
     """Open ``path`` by its content (not its name) and return an upright RGB image.
 
     Raises :class:`MediaError` with reason ``unsupported``, ``too-large``, ``broken`` or
@@ -139,7 +137,13 @@ def to_rgb(im: Image.Image) -> Image.Image:
         top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
         grey = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
-    if (im.mode == "P" and "transparency" in im.info) or im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if (im.mode == "P" and "transparency" in im.info) or im.mode in (
+        "RGBA",
+        "LA",
+        "PA",
+        "La",
+        "RGBa",
+    ):
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         canvas.alpha_composite(rgba)

@@ -31,7 +31,15 @@ VIDEO_EXTENSIONS = frozenset(
     b".ogv .vob .mxf .divx .asf .rm .rmvb .f4v".split()
 )
 _JUNK_NAMES = frozenset(
-    [b".DS_Store", b"Thumbs.db", b"desktop.ini", b"@eaDir", b"$RECYCLE.BIN", b"System Volume Information", b"lost+found"]
+    [
+        b".DS_Store",
+        b"Thumbs.db",
+        b"desktop.ini",
+        b"@eaDir",
+        b"$RECYCLE.BIN",
+        b"System Volume Information",
+        b"lost+found",
+    ]
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -21,7 +21,14 @@ from PIL import Image
 from ..errors import MediaError
 from .images import display
 
-__all__ = ["SampledFrame", "VideoInfo", "probe_video", "sample_frames", "video_thumbnail"]
+__all__ = [
+    "DecodeState",
+    "SampledFrame",
+    "VideoInfo",
+    "probe_video",
+    "sample_frames",
+    "video_thumbnail",
+]
 
 # Above this interval, only keyframes are decoded: far cheaper, and a keyframe is where
 # encoders put scene cuts anyway.
@@ -36,6 +43,14 @@ class VideoInfo:
     fps: float | None
     width: int
     height: int
+
+
+@dataclass
+class DecodeState:
+    """Filled in while frames stream: damage notes and the time of the last decoded frame."""
+
+    notes: list[str] = field(default_factory=list)
+    last_t: float | None = None
 
 
 @dataclass
@@ -58,7 +73,9 @@ def _open(path: bytes) -> Any:
 
 def _video_stream(container: Any, path: bytes) -> Any:
     if not container.streams.video:
-        raise MediaError(display(path), "no-video-stream", "the file has no video stream (audio only?)")
+        raise MediaError(
+            display(path), "no-video-stream", "the file has no video stream (audio only?)"
+        )
     return container.streams.video[0]
 
 
@@ -88,11 +105,11 @@ def probe_video(path: bytes) -> VideoInfo:
 
 
 def sample_frames(
-    path: bytes, *, interval: float, partial: list[str]
+    path: bytes, *, interval: float, state: DecodeState
 ) -> tuple[VideoInfo, Iterator[SampledFrame]]:
     """Frames every ``interval`` seconds plus frames at scene cuts, streamed.
 
-    Damage part-way through ends the stream early and appends a note to ``partial``;
+    Damage part-way through ends the stream early and appends a note to ``state.notes``;
     frames decoded before the damage are kept.
     """
     container = _open(path)
@@ -102,11 +119,11 @@ def sample_frames(
     except BaseException:
         container.close()
         raise
-    return info, _frames(container, stream, path, interval, partial)
+    return info, _frames(container, stream, interval, state)
 
 
 def _frames(
-    container: Any, stream: Any, path: bytes, interval: float, partial: list[str]
+    container: Any, stream: Any, interval: float, state: DecodeState
 ) -> Iterator[SampledFrame]:
     import av
 
@@ -123,15 +140,20 @@ def _frames(
             if frame.pts is None:
                 continue
             t = float((frame.pts - start) * time_base)
-            thumb = np.asarray(frame.reformat(width=32, height=18, format="gray").to_ndarray(), dtype=np.float32)
-            cut = last_thumb is not None and float(np.abs(thumb - last_thumb).mean()) > SCENE_CUT_DIFF
+            state.last_t = t
+            thumb = np.asarray(
+                frame.reformat(width=32, height=18, format="gray").to_ndarray(), dtype=np.float32
+            )
+            cut = (
+                last_thumb is not None and float(np.abs(thumb - last_thumb).mean()) > SCENE_CUT_DIFF
+            )
             last_thumb = thumb
             due = last_kept is None or t - last_kept >= interval - 1e-6
             if due or cut:
                 last_kept = t
                 yield SampledFrame(frame.to_image(), t)
     except (av.FFmpegError, OSError, ValueError) as exc:
-        partial.append(f"decoding stopped at damage ({exc.__class__.__name__}: {exc})")
+        state.notes.append(f"decoding stopped at damage ({exc.__class__.__name__}: {exc})")
     finally:
         container.close()
 

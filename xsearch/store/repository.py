@@ -228,7 +228,9 @@ class Store:
                 "vectors": int(s.scalar(select(func.count()).select_from(Vector)) or 0),
                 "failures": int(s.scalar(select(func.count()).select_from(Failure)) or 0),
                 "partial": int(
-                    s.scalar(select(func.count()).select_from(Media).where(Media.status == "partial"))
+                    s.scalar(
+                        select(func.count()).select_from(Media).where(Media.status == "partial")
+                    )
                     or 0
                 ),
             }
@@ -295,7 +297,9 @@ class Store:
     def _dim(self) -> int:
         model = self.model()
         if model is None:
-            raise StoreError(f"The store at {self.location} has no model yet; index something first.")
+            raise StoreError(
+                f"The store at {self.location} has no model yet; index something first."
+            )
         return model.dim
 
     def hit_rows(self, vector_ids: Sequence[int]) -> dict[int, HitRow]:

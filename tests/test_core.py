@@ -1,0 +1,238 @@
+"""Issue 2: the core engine end to end, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import xsearch
+from xsearch import Engine, IndexOptions, Settings
+from xsearch.cli import app
+from xsearch.errors import ModelUnavailableError
+from xsearch.index.exact import NumpyIndex, exact_search
+from xsearch.index.faiss_index import FaissIndex
+
+from .conftest import TINY, random_image
+
+
+def _index(runner: CliRunner, *args: str) -> object:
+    return runner.invoke(app, ["index", *args], catch_exceptions=False)
+
+
+def test_public_api_is_complete() -> None:
+    exported = set(xsearch.__all__)
+    public = {n for n in dir(xsearch) if not n.startswith("_") and n[0].isupper()}
+    assert public <= exported
+    assert {"Engine", "SearchHit", "XSearchError", "Settings"} <= exported
+
+
+def test_cli_index_then_query_json(runner: CliRunner, photos: Path) -> None:
+    result = _index(runner, str(photos), "--store", "st", "--model", TINY)
+    assert result.exit_code == 0, result.output
+    assert "7 indexed" in result.output
+    result = runner.invoke(app, ["query", "a cat", "--store", "st", "--json", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert len(doc["results"]) == 3
+    for item in doc["results"]:
+        assert {"path", "score", "media_type", "id"} <= item.keys()
+        assert item["media_type"] == "image"
+        assert Path(item["path"]).is_file()
+    scores = [r["score"] for r in doc["results"]]
+    assert scores == sorted(scores, reverse=True)
+    paths = runner.invoke(app, ["query", "a cat", "--store", "st", "--paths", "--limit", "2"])
+    assert paths.output.splitlines() == [r["path"] for r in doc["results"][:2]]
+    table = runner.invoke(app, ["query", "a cat", "--store", "st"])
+    assert table.exit_code == 0 and "p" in table.output
+
+
+def test_store_env_var_and_info(
+    runner: CliRunner, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XSEARCH_HOME", "envstore")
+    assert _index(runner, str(photos), "--model", TINY).exit_code == 0
+    info = runner.invoke(app, ["info", "--json"])
+    doc = json.loads(info.output)
+    assert doc["model"] == TINY and doc["images"] == 7 and doc["vectors"] == 7
+    assert doc["index_vectors"] == 7
+    assert Path("envstore/xsearch.db").exists()
+
+
+def test_reindex_skips_unchanged_and_tracks_changes(engine: Engine, photos: Path) -> None:
+    first = engine.index([photos])
+    assert first.counts["indexed"] == 7
+    again = engine.index([photos])
+    assert again.counts["unchanged"] == 7 and again.counts["indexed"] == 0
+    assert again.encoder_calls == 0
+
+    (photos / "p0.jpg").unlink()
+    random_image(photos / "p1.jpg", 1234)  # same name, new content
+    os.utime(photos / "p1.jpg", ns=(time.time_ns(), time.time_ns() + 10_000_000_000))
+    third = engine.index([photos])
+    assert third.counts["removed"] == 1
+    assert third.counts["indexed"] == 1
+    hits = engine.search("anything", limit=50)
+    names = sorted(Path(h.path).name for h in hits)
+    assert "p0.jpg" not in names and len(hits) == 6
+    assert engine.info().vectors == 6 and engine.info().index_vectors == 6
+
+
+def test_modified_file_gets_new_vector(engine: Engine, photos: Path) -> None:
+    engine.index([photos])
+    target = photos / "p2.jpg"
+    before = {h.path: h.score for h in engine.search("x", limit=50)}
+    random_image(target, 777, size=(80, 60))
+    engine.index([photos])
+    rows = engine.store().states_under([os.fsencode(target)])
+    assert len(rows) == 1
+    after = {h.path: h.score for h in engine.search("x", limit=50)}
+    assert after[str(target)] != before[str(target)]
+
+
+def test_broken_file_is_reported_and_run_continues(runner: CliRunner, photos: Path) -> None:
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (photos / "notes.jpg").write_text("hello")
+    result = runner.invoke(
+        app, ["index", str(photos), "--store", "st", "--model", TINY, "--report", "r.jsonl"]
+    )
+    assert result.exit_code == 4, result.output
+    assert (
+        "7 indexed" in result.output
+        and "1 skipped" in result.output
+        and "1 failed" in result.output
+    )
+    lines = [json.loads(x) for x in Path("r.jsonl").read_text().splitlines()]
+    outcome = {Path(x["path"]).name: x for x in lines}
+    assert outcome["broken.jpg"]["outcome"] == "failed"
+    assert outcome["notes.jpg"]["reason"] == "unsupported"
+    assert outcome["notes.jpg"]["outcome"] == "skipped"
+    assert outcome["p0.jpg"]["outcome"] == "indexed"
+
+
+def test_wrong_model_is_refused(runner: CliRunner, photos: Path) -> None:
+    assert _index(runner, str(photos), "--store", "st", "--model", TINY).exit_code == 0
+    result = runner.invoke(
+        app, ["index", str(photos), "--store", "st", "--model", "tiny-test-other"]
+    )
+    assert result.exit_code == 2
+    assert "was built with model 'tiny-test'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_store_gives_helpful_message(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["query", "cat", "--store", "nowhere"])
+    assert result.exit_code == 1
+    assert "No xsearch store at nowhere" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_model_and_missing_folder(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["index", ".", "--model", "no-such-model"])
+    assert result.exit_code == 2 and "Unknown model profile" in result.output
+    result = runner.invoke(app, ["index", "does-not-exist"])
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_alembic_round_trip(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    from xsearch.store import migrate
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    assert {"media", "vectors", "store_meta", "failures"} <= set(inspect(engine).get_table_names())
+    migrate.downgrade(engine, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+def test_faiss_equals_numpy_oracle() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = rng.permutation(10_000)[:500].astype(np.int64)
+    queries = vectors[:20] + 0.1 * rng.normal(size=(20, 32)).astype(np.float32)
+    faiss_index = FaissIndex.flat(32)
+    faiss_index.add(ids, vectors)
+    numpy_index = NumpyIndex(32)
+    numpy_index.add(ids, vectors)
+    f_scores, f_ids = faiss_index.search(queries, 10)
+    n_scores, n_ids = numpy_index.search(queries, 10)
+    np.testing.assert_array_equal(f_ids, n_ids)
+    np.testing.assert_allclose(f_scores, n_scores, rtol=1e-5, atol=1e-5)
+    faiss_index.remove(ids[:100])
+    numpy_index.remove(ids[:100])
+    np.testing.assert_array_equal(
+        faiss_index.search(queries, 10)[1], numpy_index.search(queries, 10)[1]
+    )
+    oracle = exact_search(vectors, ids, queries, 600)
+    assert (oracle[1][:, 500:] == -1).all()
+
+
+def test_offline_missing_weights_message_is_fast(tmp_path: Path) -> None:
+    settings = Settings(
+        store=tmp_path / "s",
+        model="mclip-b32",
+        model_cache_dir=tmp_path / "empty-cache",
+        hub_endpoint="http://127.0.0.1:9",
+        hub_probe_timeout=2.0,
+    )
+    started = time.monotonic()
+    with Engine(settings) as engine, pytest.raises(ModelUnavailableError) as caught:
+        _ = engine.encoder
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "mclip-b32" in message and "xlm-roberta-base-ViT-B-32" in message
+    assert "--checkpoint" in message and "xsearch models --download" in message
+
+
+def test_offline_message_through_cli(
+    runner: CliRunner, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XSEARCH_MODEL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    result = runner.invoke(app, ["index", str(photos), "--store", "st"])
+    assert result.exit_code == 1
+    assert "cannot be downloaded" in result.output and "Traceback" not in result.output
+
+
+def test_models_command_lists_profiles(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["models", "--json"])
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    assert rows["mclip-b32"]["default"] is True
+    assert rows["mclip-b32"]["languages"] == "multilingual"
+    assert rows["nllb-siglip-base"]["commercial_use"] is False
+    assert {"fast", "default", "best"} <= {r["tier"] for r in rows.values()}
+
+
+def test_workers_give_same_vectors_as_serial(tmp_path: Path, photos: Path) -> None:
+    def vectors(workers: int, store: str) -> dict[str, np.ndarray]:
+        with Engine(Settings(store=tmp_path / store, model=TINY)) as e:
+            e.index([photos], IndexOptions(workers=workers, batch_size=3))
+            s = e.store()
+            ids, matrix = next(s.iter_vectors())
+            rows = s.hit_rows(ids.tolist())
+            return {rows[int(i)].display_path: v for i, v in zip(ids, matrix, strict=True)}
+
+    serial = vectors(0, "a")
+    parallel = vectors(2, "b")
+    assert serial.keys() == parallel.keys() and len(serial) == 7
+    for key in serial:
+        np.testing.assert_allclose(serial[key], parallel[key], atol=1e-6)
+
+
+def test_index_rebuilds_when_file_lost(engine: Engine, photos: Path) -> None:
+    engine.index([photos])
+    (engine.location / "index.faiss").unlink()
+    with Engine(Settings(store=engine.location)) as again:
+        assert len(again.search("x", limit=50)) == 7
+        assert any("rebuilding" in n or "incomplete" in n for n in again.notices)
