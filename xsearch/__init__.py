@@ -9,35 +9,91 @@
 
 from __future__ import annotations
 
-from .config import IndexOptions, Settings
-from .encoders.base import Encoder
-from .encoders.profiles import (
-    DEFAULT_PROFILE,
-    ModelProfile,
-    get_profile,
-    list_profiles,
-    register_profile,
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import IndexOptions, Settings
+    from .encoders.base import Encoder
+    from .encoders.profiles import (
+        DEFAULT_PROFILE,
+        ModelProfile,
+        get_profile,
+        list_profiles,
+        register_profile,
+    )
+    from .engine import Engine, StoreInfo
+    from .errors import (
+        ConfigError,
+        EvalDatasetError,
+        IndexBackendError,
+        MediaError,
+        ModelError,
+        ModelMismatchError,
+        ModelUnavailableError,
+        QueryError,
+        QueryParseError,
+        StoreBusyError,
+        StoreCorruptError,
+        StoreError,
+        StoreNotFoundError,
+        UnknownModelError,
+        XSearchError,
+    )
+    from .hits import SearchHit, Segment
+    from .indexer import FileOutcome, IndexReport, Progress
+
+# Where each public name lives. Importing `xsearch` stays cheap (no torch, no faiss) until
+# a name that needs them is used: the CLI's start-up time depends on it.
+_LOCATIONS = {
+    "IndexOptions": "config",
+    "Settings": "config",
+    "Encoder": "encoders.base",
+    "DEFAULT_PROFILE": "encoders.profiles",
+    "ModelProfile": "encoders.profiles",
+    "get_profile": "encoders.profiles",
+    "list_profiles": "encoders.profiles",
+    "register_profile": "encoders.profiles",
+    "Engine": "engine",
+    "StoreInfo": "engine",
+    "SearchHit": "hits",
+    "Segment": "hits",
+    "FileOutcome": "indexer",
+    "IndexReport": "indexer",
+    "Progress": "indexer",
+}
+_ERRORS = (
+    "ConfigError",
+    "EvalDatasetError",
+    "IndexBackendError",
+    "MediaError",
+    "ModelError",
+    "ModelMismatchError",
+    "ModelUnavailableError",
+    "QueryError",
+    "QueryParseError",
+    "StoreBusyError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreNotFoundError",
+    "UnknownModelError",
+    "XSearchError",
 )
-from .engine import Engine, StoreInfo
-from .errors import (
-    ConfigError,
-    EvalDatasetError,
-    IndexBackendError,
-    MediaError,
-    ModelError,
-    ModelMismatchError,
-    ModelUnavailableError,
-    QueryError,
-    QueryParseError,
-    StoreBusyError,
-    StoreCorruptError,
-    StoreError,
-    StoreNotFoundError,
-    UnknownModelError,
-    XSearchError,
-)
-from .hits import SearchHit, Segment
-from .indexer import FileOutcome, IndexReport, Progress
+_LOCATIONS.update(dict.fromkeys(_ERRORS, "errors"))
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xsearch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 
