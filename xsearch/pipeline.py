@@ -100,6 +100,8 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
     """Decode one file into preprocessed frames. Never raises for a bad file: sets ``error``."""
     out = Decoded(key=item.key, path=item.path)
     try:
+        if item.size == 0:
+            raise MediaError(display(item.path), "empty", "the file is empty (0 bytes)")
         with _time_limit(opts.timeout):
             out.content_hash = content_hash(item.path, item.size)
             kind = sniff(item.path) or item.kind

@@ -1,0 +1,120 @@
+"""Issue 5: SIGKILL at random moments never loses or duplicates data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xsearch import Engine, Settings
+from xsearch.index.base import read_meta
+from xsearch.index.faiss_index import FaissIndex
+
+from .conftest import TINY, random_image
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIALS = 20
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tests.driver", *args]
+
+
+def _assert_consistent(store: Path, expected: set[bytes]) -> None:
+    with Engine(Settings(store=store)) as engine:
+        s = engine.store()
+        states = s.states_under([os.fsencode(store.parent / "photos")])
+        assert set(states) == expected
+        ids = s.vector_ids()
+        assert len(ids) == len(expected) == len(np.unique(ids))
+        meta = read_meta(store / "index.json")
+        assert meta is not None
+        held = FaissIndex.load(store / "index.faiss", meta.kind).ids()
+        assert sorted(held.tolist()) == ids.tolist(), "saved index disagrees with the store"
+        hits = engine.search("anything", limit=100)
+        assert len(hits) == len(expected)
+        assert len({h.id for h in hits}) == len(hits)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i in range(16):
+        random_image(photos / f"img{i:02d}.jpg", i, size=(96, 72))
+    expected = {os.fsencode(p) for p in photos.iterdir()}
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = _cli(
+        "index",
+        str(photos),
+        "--store",
+        str(store),
+        "--model",
+        TINY,
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+    )
+    # How long a full run takes here sets the window the kills are drawn from.
+    started = time.monotonic()
+    subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
+    full = time.monotonic() - started
+    rng = random.Random(20261129)
+    failures = []
+    left_behind: list[int] = []
+    for trial in range(TRIALS):
+        for p in store.glob("*"):
+            p.unlink()
+        # Change the library between trials too: the killed run must also handle deletions.
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.2, full))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        left_behind.append(_rows_after_kill(store))
+        rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        if rerun.returncode != 0:
+            failures.append((trial, rerun.stderr[-500:]))
+            continue
+        try:
+            _assert_consistent(store, expected)
+        except AssertionError as exc:
+            failures.append((trial, str(exc)))
+    artifacts = ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "crash-trials.json").write_text(
+        json.dumps(
+            {
+                "trials": TRIALS,
+                "files": len(expected),
+                "rows_after_kill": left_behind,
+                "failures": failures,
+            }
+        )
+    )
+    assert not failures, failures
+    # The kills must land at different stages, some of them part-way through the writes.
+    assert any(0 < n < len(expected) for n in left_behind), left_behind
+
+
+def _rows_after_kill(store: Path) -> int:
+    """How many files the killed run had committed (-1: it died before creating the store)."""
+    db = store / "xsearch.db"
+    if not db.exists():
+        return -1
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM media").fetchone()[0])
+        except sqlite3.OperationalError:
+            return -1
