@@ -5,9 +5,8 @@ Usage: python -m tests.driver index FOLDER --store S --model tiny-test
 
 from __future__ import annotations
 
-import sys
-
 import os
+import sys
 import time
 
 from tests.conftest import _register_tiny
