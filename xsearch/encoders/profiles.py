@@ -81,7 +81,7 @@ _BUILTIN: tuple[ModelProfile, ...] = (
         licence="MIT",
         description="XLM-RoBERTa base + ViT-B/32, LAION-5B. Best Chinese retrieval per FLOP; the default.",
         quality=f"{_XM3600}: 36-language avg 42.6, zh 53.7; ImageNet zero-shot 62.4",
-        image_gflops=4.4,
+        image_gflops=8.82,
         aliases=("default", "xlm-roberta-base-ViT-B-32"),
     ),
     ModelProfile(
@@ -93,7 +93,7 @@ _BUILTIN: tuple[ModelProfile, ...] = (
         licence="MIT",
         description="ViT-B/32 with the small CLIP text tower, LAION-2B. English only; fastest text encoding.",
         quality="ImageNet zero-shot 66.6; not multilingual",
-        image_gflops=4.4,
+        image_gflops=8.82,
     ),
     ModelProfile(
         name="siglip-b16-i18n",
@@ -103,7 +103,7 @@ _BUILTIN: tuple[ModelProfile, ...] = (
         licence="Apache-2.0",
         description="SigLIP ViT-B/16 at 256 px with a multilingual text tower, WebLI.",
         quality=f"{_XM3600}: 36-language avg 44.1, zh 47.4; ImageNet zero-shot 75.1",
-        image_gflops=23.5,
+        image_gflops=46.82,
     ),
     ModelProfile(
         name="mclip-h14",
@@ -113,7 +113,7 @@ _BUILTIN: tuple[ModelProfile, ...] = (
         licence="MIT",
         description="XLM-RoBERTa large + ViT-H/14, LAION-5B. Best Chinese retrieval; needs a GPU.",
         quality=f"{_XM3600}: 36-language avg 50.2, zh 59.1; ImageNet zero-shot 77.0",
-        image_gflops=167.4,
+        image_gflops=334.59,
         aliases=("best",),
     ),
     ModelProfile(
