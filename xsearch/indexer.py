@@ -126,6 +126,7 @@ class Indexer:
 
     def run(self, roots: Sequence[Path]) -> IndexReport:
         started = time.monotonic()
+        _remove_stale_temp_files(self.store.location)
         try:
             plan = self._plan(roots)
             self.report.found = plan.found
@@ -291,6 +292,12 @@ class Indexer:
         self.index.apply(self.store.write(batch))
         for outcome in outcomes:
             self._emit(outcome)
+
+
+def _remove_stale_temp_files(location: Path) -> None:
+    """Temporary files of an atomic write that a killed run left behind (we hold the lock)."""
+    for stale in location.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _work(key: int, entry: ScanEntry) -> WorkItem:
