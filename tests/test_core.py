@@ -236,3 +236,15 @@ def test_index_rebuilds_when_file_lost(engine: Engine, photos: Path) -> None:
     with Engine(Settings(store=engine.location)) as again:
         assert len(again.search("x", limit=50)) == 7
         assert any("rebuilding" in n or "incomplete" in n for n in again.notices)
+
+
+def test_no_change_run_never_loads_the_model(tmp_path: Path, photos: Path) -> None:
+    store = tmp_path / "store"
+    with Engine(Settings(store=store, model=TINY)) as engine:
+        engine.index([photos])
+    saved = (store / "index.faiss").stat().st_mtime_ns
+    with Engine(Settings(store=store)) as engine:
+        report = engine.index([photos])
+        assert report.counts["unchanged"] == 7
+        assert engine._encoder is None
+    assert (store / "index.faiss").stat().st_mtime_ns == saved, "a no-change run rewrote the index"

@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import IndexOptions
 from .encoders.base import Encoder, Vectors
+from .index.base import read_meta
 from .index.manager import IndexManager
 from .media.hashing import content_hash
 from .media.images import display
@@ -139,9 +140,19 @@ class Indexer:
         except KeyboardInterrupt:
             self.report.cancelled = True
         finally:
-            self.index.save()
+            if self._index_is_stale():
+                self.index.save()
             self.report.seconds = time.monotonic() - started
         return self.report
+
+    def _index_is_stale(self) -> bool:
+        """Whether the saved index lags the store (a no-change run rewrites nothing)."""
+        saved = read_meta(self.index.meta_path)
+        return (
+            saved is None
+            or saved.generation != self.store.generation()
+            or not self.index.index_path.exists()
+        )
 
     # -- planning --------------------------------------------------------------------------
 
