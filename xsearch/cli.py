@@ -244,7 +244,13 @@ def _clock(seconds: float) -> str:
 
 @app.command()
 def query(
-    text: Annotated[str, typer.Argument(help="What to look for, in any language the model knows.")],
+    text: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="What to look for: text in any language the model knows, image paths and "
+            "id:N, combined with + and - and weights, e.g. '2:beach + ./pool.jpg - night'."
+        ),
+    ] = None,
     store: StoreOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.")] = 10,
     media_type: Annotated[
@@ -259,16 +265,58 @@ def query(
     ] = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line.")] = False,
     device: DeviceOpt = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Find pictures like this one (repeatable; adds to TEXT)."),
+    ] = None,
+    under: Annotated[
+        list[Path] | None,
+        typer.Option("--under", help="Only files below this folder (repeatable)."),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option(
+            help="Only files from this time on: 2023, 2023-05, 2023-05-17[T14:30]. "
+            "EXIF capture time, else modification time; local time."
+        ),
+    ] = None,
+    before: Annotated[
+        str | None, typer.Option(help="Only files from before this time (same forms as --after).")
+    ] = None,
+    hybrid: Annotated[
+        bool,
+        typer.Option(
+            help="Also match the words of folder and file names and EXIF text, "
+            "fused with the picture ranking."
+        ),
+    ] = False,
+    collapse: Annotated[
+        bool, typer.Option(help="Fold near-duplicates (bursts, copies) into one result.")
+    ] = False,
 ) -> None:
     """Search the store; prints a table, JSON (--json) or bare paths (--paths)."""
+    from .filters import make_filters
+    from .hits import results_document
+    from .querylang import ImagePath, build_query, describe_query
+
+    extra = [ImagePath(str(p)) for p in image or []]
+    search_query = build_query(" ".join(text or []), extra).map_paths(os.path.expanduser)
+    filters = make_filters(
+        media_type=media_type, under=under or [], after=after, before=before, min_score=min_score
+    )
     settings = _settings(store, device=device)
     with _engine(settings) as engine:
         hits = engine.search(
-            text, limit=limit, media_type=media_type, min_score=min_score, frames=frames
+            search_query,
+            limit=limit,
+            filters=filters,
+            frames=frames,
+            hybrid=hybrid,
+            collapse=collapse,
         )
         _print_notices(engine)
     if as_json:
-        doc = {"query": text, "results": [h.to_json() for h in hits]}
+        doc = results_document(describe_query(search_query), hits)
         out.print_json(json.dumps(doc, ensure_ascii=False))
         return
     if paths:
@@ -294,7 +342,8 @@ def _print_hits(hits: list[Any]) -> None:
                 where = _clock(h.t)
             else:
                 where = ", ".join(f"{_clock(s.start)}–{_clock(s.end)}" for s in h.segments[:3])
-        table.add_row(str(rank), f"{h.score:.3f}", escape(h.path), where)
+        folded = f"  (+{len(h.duplicates)} similar)" if h.duplicates else ""
+        table.add_row(str(rank), f"{h.score:.3f}", escape(h.path) + folded, where)
     out.print(table)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -15,12 +17,16 @@ from .encoders.base import Encoder, Vectors
 from .encoders.openclip import HubOptions, OpenClipEncoder
 from .encoders.profiles import DEFAULT_PROFILE, get_profile
 from .errors import ConfigError, ModelMismatchError, QueryError, StoreNotFoundError
+from .filters import SearchFilters
 from .hits import SearchHit
+from .imagequery import load_query_image
 from .index.manager import IndexManager
 from .indexer import FileOutcome, Indexer, IndexReport, Progress
 from .query import SearchRequest, run_search
+from .querylang import ImageData, ImagePath, MediaRef, Query, Text, WeightedTerm
 from .store.lock import WriterLock
-from .store.repository import DB_NAME, Store, StoreModel
+from .store.repository import DB_NAME, HitRow, Store, StoreModel
+from .thumbs import thumbnail
 
 __all__ = ["Engine", "StoreInfo"]
 
@@ -62,6 +68,8 @@ class Engine:
         self._index: IndexManager | None = None
         self._text_cache: dict[str, Vectors] = {}
         self._model_checked = False
+        # Serialises the encoder and its cache: a server calls in from many threads.
+        self._embed_lock = threading.RLock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -195,42 +203,140 @@ class Engine:
 
     # -- searching -------------------------------------------------------------------------
 
+    def _query_encoder(self) -> Encoder:
+        """The encoder, once checked against the store's model (a query must match it)."""
+        with self._embed_lock:
+            # A store without a model yet (its first indexing still running) is checked later.
+            if not self._model_checked and self.exists() and self.store().model() is not None:
+                self._claim_store_for_encoder(self.store())
+                self._model_checked = True
+            return self.encoder
+
     def embed_text(self, text: str) -> Vectors:
         """The text's vector, cached: repeated queries skip the text tower."""
-        cached = self._text_cache.get(text)
-        if cached is None:
-            cached = self.encoder.encode_texts([text])[0]
-            if len(self._text_cache) >= _TEXT_CACHE_SIZE:
-                self._text_cache.pop(next(iter(self._text_cache)))
-            self._text_cache[text] = cached
-        return cached
+        with self._embed_lock:
+            cached = self._text_cache.get(text)
+            if cached is None:
+                cached = self._query_encoder().encode_texts([text])[0]
+                if len(self._text_cache) >= _TEXT_CACHE_SIZE:
+                    self._text_cache.pop(next(iter(self._text_cache)))
+                self._text_cache[text] = cached
+            return cached
+
+    def embed_image(self, image: str | os.PathLike[str] | bytes) -> Vectors:
+        """The vector of an image file (a path) or of encoded image ``bytes``."""
+        with self._embed_lock:
+            encoder = self._query_encoder()
+            size = getattr(encoder, "input_size", None)
+            picture = load_query_image(image, draft_size=int(size) * 2 if size else None)
+            vectors = encoder.encode_images(encoder.preprocess(picture).unsqueeze(0))
+            first: Vectors = vectors[0]
+            return first
+
+    def embed_media(self, media_id: int) -> Vectors:
+        """The mean vector of a file already in the store: "more like this"."""
+        store = self.store()
+        ids = [row.vector_id for row in store.media_vectors(media_id)]
+        chunks = [vectors for _, vectors in store.iter_vectors(ids)] if ids else []
+        if not chunks:
+            raise QueryError(f"There is no file with id {media_id} in the store.")
+        mean = np.vstack(chunks).mean(axis=0)
+        out: Vectors = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        return out
+
+    def embed_query(self, query: Query) -> Vectors:
+        """The normalised, weighted sum of the query's term vectors."""
+        total: np.ndarray | None = None
+        for term in query.terms:
+            vector = self._embed_term(query, term) * np.float32(term.weight)
+            total = vector if total is None else total + vector
+        assert total is not None  # a Query has at least one term
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise QueryError("The terms of the query cancel each other out; change a weight.")
+        return (total / norm).astype(np.float32)
+
+    def _embed_term(self, query: Query, term: WeightedTerm) -> Vectors:
+        item = term.term
+        try:
+            if isinstance(item, Text):
+                return self.embed_text(item.text)
+            if isinstance(item, ImagePath):
+                return self.embed_image(item.path)
+            if isinstance(item, ImageData):
+                return self.embed_image(item.data)
+            if isinstance(item, MediaRef):
+                return self.embed_media(item.media_id)
+        except QueryError as exc:
+            raise query.error(term, str(exc)) from exc
+        raise QueryError(f"Unknown kind of query term: {item!r}")
 
     def search(
         self,
-        text: str | None = None,
+        query: str | Query | None = None,
         *,
         vector: np.ndarray | None = None,
         limit: int = 20,
         media_type: str | None = None,
         min_score: float | None = None,
         frames: bool = False,
+        filters: SearchFilters | None = None,
+        hybrid: bool = False,
+        collapse: bool = False,
     ) -> list[SearchHit]:
-        """Files ranked by similarity to ``text`` (or to a ready query ``vector``)."""
-        request = SearchRequest(
-            limit=limit, media_type=media_type, min_score=min_score, frames=frames
-        )
-        if vector is None and (not text or not text.strip()):
+        """Files ranked by similarity to ``query`` (or to a ready query ``vector``).
+
+        A ``str`` is searched for as literal text; ``Query.parse(text)`` reads the query
+        language (weights, images, ``id:N``, ``+`` and ``-``). ``media_type`` and
+        ``min_score`` are shorthands for the fields of ``filters``. ``hybrid`` fuses
+        keyword matches on path words and EXIF text; ``collapse`` folds near-duplicates.
+        """
+        if isinstance(query, str):
+            query = Query.of(Text(query)) if query.strip() else None
+        if vector is None and query is None:
             raise QueryError("The query is empty: give some text to search for.")
+        merged = filters or SearchFilters()
+        if media_type is not None:
+            merged = replace(merged, media_type=media_type)
+        if min_score is not None:
+            merged = replace(merged, min_score=min_score)
+        request = SearchRequest(
+            limit=limit, filters=merged, frames=frames, hybrid=hybrid, collapse=collapse
+        )
         store = self.store()
         if store.model() is None:
             return []
-        if vector is None and not self._model_checked:
-            self._claim_store_for_encoder(store)
-            self._model_checked = True
-        query = vector if vector is not None else self.embed_text(text or "")
+        if vector is None:
+            assert query is not None
+            vector = self.embed_query(query)
+        keywords = query.keyword_text() if query is not None else ""
         return run_search(
-            store, self._index_manager(store), np.asarray(query, dtype=np.float32), request
+            store,
+            self._index_manager(store),
+            np.asarray(vector, dtype=np.float32),
+            request,
+            keywords=keywords,
         )
+
+    def warm_up(self) -> None:
+        """Load the model and the vector index now, so that the first query is fast."""
+        store = self.store()
+        if store.model() is not None:
+            self._index_manager(store).sync()
+            self.embed_text("warm up")
+
+    # -- files, for the server ---------------------------------------------------------------
+
+    def media(self, media_id: int) -> HitRow | None:
+        """A file in the store by id (None when there is none)."""
+        return self.store().media_by_id(media_id)
+
+    def thumbnail(self, media_id: int, *, size: int = 320, t: float | None = None) -> bytes:
+        """A cached JPEG thumbnail of a file in the store; videos show the frame at ``t``."""
+        media = self.media(media_id)
+        if media is None:
+            raise QueryError(f"There is no file with id {media_id} in the store.")
+        return thumbnail(self.location, media, size=size, t=t)
 
     # -- inspection ------------------------------------------------------------------------
 

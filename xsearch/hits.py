@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SearchHit", "Segment"]
+__all__ = ["SearchHit", "Segment", "results_document"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class SearchHit:
     segments: tuple[Segment, ...] = field(default=())
     # For frame-level results: the time of this single frame.
     t: float | None = None
+    # Ids of near-duplicates folded into this hit (bursts, copies), when collapsing.
+    duplicates: tuple[int, ...] = ()
+    # Rank among keyword matches on path words and EXIF text (hybrid search), 1 = best.
+    keyword_rank: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -65,4 +70,14 @@ class SearchHit:
             doc["segments"] = [s.to_json() for s in self.segments]
             if self.t is not None:
                 doc["t"] = round(self.t, 3)
+        if self.duplicates:
+            doc["duplicates"] = len(self.duplicates)
+            doc["duplicate_ids"] = list(self.duplicates)
+        if self.keyword_rank is not None:
+            doc["keyword_rank"] = self.keyword_rank
         return doc
+
+
+def results_document(query: str, hits: Sequence[SearchHit]) -> dict[str, Any]:
+    """What ``query --json`` prints and ``GET /api/search`` returns."""
+    return {"query": query, "results": [h.to_json() for h in hits]}

@@ -1,87 +1,187 @@
-"""From query vectors to ranked files: search, join metadata, group video frames."""
+"""From a query vector to ranked files: search, filter, group video frames, fuse, collapse.
+
+Filters never shorten the result: the index is over-fetched until ``limit`` files pass,
+and when only a small share of the store can pass at all, those few vectors are scored
+exactly instead (a selector), which is both faster and complete.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .errors import QueryError
+from .filters import MEDIA_TYPES, SearchFilters
 from .hits import SearchHit, Segment
 from .index.manager import IndexManager
 from .store.repository import HitRow, Store
 
-__all__ = ["SearchRequest", "run_search"]
+__all__ = ["MEDIA_TYPES", "SearchRequest", "run_search"]
 
-MEDIA_TYPES = ("image", "video")
+# Score the passing vectors exactly when they are at most this share of the store ...
+_EXACT_SHARE = 0.05
+# ... or at most this many.
+_EXACT_MAX = 4096
+# How many files of each ranking take part in reciprocal rank fusion.
+_FUSION_DEPTH = 100
+
+Scored = list[tuple[float, HitRow]]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SearchRequest:
     limit: int = 20
-    media_type: str | None = None
-    min_score: float | None = None
+    filters: SearchFilters = field(default_factory=SearchFilters)
     # Return each matching video frame as its own hit instead of grouping by video.
     frames: bool = False
     # Frames whose score is within this of a video's best count as part of a segment.
     segment_margin: float = 0.05
+    # Fuse keyword matches (path words, EXIF text) with the vector ranking.
+    hybrid: bool = False
+    # The constant of reciprocal rank fusion: 1 / (rrf_k + rank); 60 is the usual choice.
+    rrf_k: int = 60
+    # Fold results whose vectors are at least this similar into one hit with a count.
+    collapse: bool = False
+    collapse_threshold: float = 0.95
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise QueryError(f"--limit must be at least 1, not {self.limit}.")
-        if self.media_type is not None and self.media_type not in MEDIA_TYPES:
-            raise QueryError(f"--type must be 'image' or 'video', not {self.media_type!r}.")
+        if self.frames and (self.hybrid or self.collapse):
+            raise QueryError(
+                "--frames ranks single frames; it cannot be combined with "
+                "--hybrid or --collapse, which rank whole files."
+            )
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    hit: SearchHit
+    # The vector of the hit's best frame (what collapsing compares).
+    vector_id: int
+
+
+class _Candidates:
+    """Vector ids best first: from the index, or by exact scoring of the few that pass."""
+
+    def __init__(
+        self, store: Store, index: IndexManager, query: np.ndarray, filters: SearchFilters
+    ) -> None:
+        self.index = index
+        self.query = query.reshape(1, -1).astype(np.float32)
+        self.min_score = filters.min_score
+        self.total = len(index.sync())
+        self.exact: tuple[np.ndarray, np.ndarray] | None = None
+        if filters.restricts_files and self.total:
+            passing = store.count_matching_vectors(filters)
+            if passing <= max(self.total * _EXACT_SHARE, _EXACT_MAX):
+                self.exact = _score_exactly(store, store.matching_vector_ids(filters), self.query)
+                self.total = len(self.exact[1])
+
+    def top(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The best ``k`` (scores, ids), and whether nothing further could be found."""
+        k = min(k, self.total)
+        if self.exact is not None:
+            scores, ids = self.exact[0][:k], self.exact[1][:k]
+        else:
+            found_scores, found_ids = self.index.search(self.query, k)
+            scores = np.asarray(found_scores[0], dtype=np.float32)
+            ids = np.asarray(found_ids[0], dtype=np.int64)
+            scores, ids = scores[ids >= 0], ids[ids >= 0]
+        done = k >= self.total or (
+            self.min_score is not None and len(scores) > 0 and scores[-1] < self.min_score
+        )
+        return scores, ids, done
+
+
+def _score_exactly(
+    store: Store, ids: np.ndarray, query: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    all_ids, all_scores = [], []
+    for chunk_ids, vectors in store.iter_vectors(ids.tolist()):
+        all_ids.append(chunk_ids)
+        all_scores.append(vectors @ query[0])
+    if not all_ids:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    scores, found = np.concatenate(all_scores), np.concatenate(all_ids)
+    order = np.lexsort((found, -scores))
+    return scores[order], found[order]
 
 
 def run_search(
-    store: Store, index: IndexManager, query: np.ndarray, request: SearchRequest
+    store: Store,
+    index: IndexManager,
+    query: np.ndarray,
+    request: SearchRequest,
+    *,
+    keywords: str = "",
 ) -> list[SearchHit]:
-    """Rank files for one L2-normalised query vector.
-
-    Over-fetches from the index, doubling until ``limit`` files pass the filters or the
-    whole index has been seen, so filters and video grouping never shorten the result.
-    """
-    total = len(index.sync())
-    fetch = min(total, max(request.limit * 4, 64))
+    """Rank files for one L2-normalised query vector (and, for hybrid search, its words)."""
+    candidates = _Candidates(store, index, query, request.filters)
+    if candidates.total == 0:
+        return []
+    want = request.limit * (4 if request.collapse else 1)
+    if request.hybrid:
+        want = max(want, _FUSION_DEPTH)
     while True:
-        scores, ids = index.search(query.reshape(1, -1).astype(np.float32), fetch)
-        rows = store.hit_rows([int(i) for i in ids[0] if i >= 0])
+        ranked, done = _vector_ranking(store, candidates, request, want)
+        if request.hybrid and keywords.strip():
+            ranked = _fuse(store, query, ranked, keywords, request)
+        if request.collapse:
+            ranked = _collapse(store, ranked, request.collapse_threshold)
+        if len(ranked) >= request.limit or done:
+            return [r.hit for r in ranked[: request.limit]]
+        want *= 4
+
+
+def _vector_ranking(
+    store: Store, candidates: _Candidates, request: SearchRequest, want: int
+) -> tuple[list[_Ranked], bool]:
+    """At least ``want`` hits that pass the filters, unless fewer exist; and whether all did."""
+    fetch = max(want * 4, 64)
+    while True:
+        scores, ids, done = candidates.top(fetch)
+        rows = store.hit_rows(ids.tolist())
         scored = [
-            (float(s), rows[int(i)])
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if int(i) in rows
+            (float(s), rows[int(i)]) for s, i in zip(scores, ids, strict=True) if int(i) in rows
         ]
-        hits = _rank(scored, request, store)
-        if len(hits) >= request.limit or fetch >= total:
-            return hits[: request.limit]
-        fetch = min(total, fetch * 4)
+        ranked = _rank(scored, request, store)
+        if len(ranked) >= want or done:
+            return ranked, done
+        fetch *= 4
 
 
-def _passes(row: HitRow, score: float, request: SearchRequest) -> bool:
-    if request.media_type is not None and row.media_type != request.media_type:
+def _passes(row: HitRow, score: float, filters: SearchFilters) -> bool:
+    if filters.min_score is not None and score < filters.min_score:
         return False
-    return request.min_score is None or score >= request.min_score
+    return filters.matches(
+        media_type=row.media_type,
+        path=row.path,
+        captured_at=row.captured_at,
+        mtime_ns=row.mtime_ns,
+    )
 
 
-def _rank(
-    scored: list[tuple[float, HitRow]], request: SearchRequest, store: Store
-) -> list[SearchHit]:
+def _rank(scored: Scored, request: SearchRequest, store: Store) -> list[_Ranked]:
     """Hits in score order (``scored`` is best first); one per file unless frames are asked for."""
-    kept = [(score, row) for score, row in scored if _passes(row, score, request)]
+    kept = [(score, row) for score, row in scored if _passes(row, score, request.filters)]
     if request.frames:
-        return [_hit(row, score, (), frame=True) for score, row in kept]
-    groups: dict[int, list[tuple[float, HitRow]]] = {}
+        return [_Ranked(_hit(row, score, (), frame=True), row.vector_id) for score, row in kept]
+    groups: dict[int, Scored] = {}
     for score, row in kept:
         groups.setdefault(row.media_id, []).append((score, row))
-    hits = []
-    for group in groups.values():
-        best_score, best = group[0]
-        segments: tuple[Segment, ...] = ()
-        if best.media_type == "video":
-            segments = _segments(store.media_vectors(best.media_id), group, request.segment_margin)
-        hits.append(_hit(best, best_score, segments, frame=False))
-    return hits
+    return [_file_hit(group, store, request.segment_margin) for group in groups.values()]
+
+
+def _file_hit(group: Scored, store: Store, margin: float) -> _Ranked:
+    """One file's hit from its matching frames (best first)."""
+    best_score, best = group[0]
+    segments: tuple[Segment, ...] = ()
+    if best.media_type == "video":
+        segments = _segments(store.media_vectors(best.media_id), group, margin)
+    return _Ranked(_hit(best, best_score, segments, frame=False), best.vector_id)
 
 
 def _hit(row: HitRow, score: float, segments: tuple[Segment, ...], *, frame: bool) -> SearchHit:
@@ -102,9 +202,7 @@ def _hit(row: HitRow, score: float, segments: tuple[Segment, ...], *, frame: boo
     )
 
 
-def _segments(
-    timeline: Sequence[HitRow], matched: list[tuple[float, HitRow]], margin: float
-) -> tuple[Segment, ...]:
+def _segments(timeline: Sequence[HitRow], matched: Scored, margin: float) -> tuple[Segment, ...]:
     """Merge neighbouring matching frames of one video into time ranges.
 
     A frame is "matching" when it is among the fetched hits and scores within ``margin`` of
@@ -114,7 +212,7 @@ def _segments(
     best_score = matched[0][0]
     good = {row.vector_id: score for score, row in matched if score >= best_score - margin}
     segments: list[Segment] = []
-    run: list[tuple[float, HitRow]] = []
+    run: Scored = []
     for row in [*timeline, None]:
         if row is not None and row.vector_id in good:
             run.append((good[row.vector_id], row))
@@ -132,3 +230,96 @@ def _segments(
             run = []
     segments.sort(key=lambda s: -s.score)
     return tuple(segments)
+
+
+# -- hybrid search ---------------------------------------------------------------------------
+
+
+def _fuse(
+    store: Store, query: np.ndarray, ranked: list[_Ranked], keywords: str, request: SearchRequest
+) -> list[_Ranked]:
+    """Reciprocal rank fusion of the vector ranking with the keyword ranking.
+
+    Each file scores the sum of 1 / (k + rank) over the rankings it appears in. A file
+    found only by its words gets its vector score computed, so every hit still reports a
+    cosine similarity, and ``min_score`` still applies to it.
+    """
+    keyword_ids = store.keyword_media(keywords, request.filters, _FUSION_DEPTH)
+    if not keyword_ids:
+        return ranked
+    by_media = {r.hit.id: r for r in ranked[:_FUSION_DEPTH]}
+    missing = [m for m in keyword_ids if m not in by_media]
+    for extra in _score_media(store, query, missing, request):
+        by_media[extra.hit.id] = extra
+    fused: dict[int, float] = {}
+    for rank, r in enumerate(ranked[:_FUSION_DEPTH], 1):
+        fused[r.hit.id] = 1.0 / (request.rrf_k + rank)
+    keyword_rank: dict[int, int] = {}
+    for rank, media_id in enumerate(keyword_ids, 1):
+        if media_id in by_media:
+            keyword_rank[media_id] = rank
+            fused[media_id] = fused.get(media_id, 0.0) + 1.0 / (request.rrf_k + rank)
+    order = sorted(fused, key=lambda m: -fused[m])
+    head = [
+        _Ranked(replace(by_media[m].hit, keyword_rank=keyword_rank.get(m)), by_media[m].vector_id)
+        for m in order
+    ]
+    return head + ranked[_FUSION_DEPTH:]
+
+
+def _score_media(
+    store: Store, query: np.ndarray, media_ids: Sequence[int], request: SearchRequest
+) -> list[_Ranked]:
+    """Hits for given files, scored against ``query`` frame by frame."""
+    out = []
+    for media_id in media_ids:
+        timeline = store.media_vectors(media_id)
+        if not timeline:
+            continue
+        scores = dict(_vector_scores(store, [r.vector_id for r in timeline], query))
+        group = sorted(
+            ((scores[r.vector_id], r) for r in timeline if r.vector_id in scores),
+            key=lambda p: -p[0],
+        )
+        if group and _passes(group[0][1], group[0][0], request.filters):
+            out.append(_file_hit(group, store, request.segment_margin))
+    return out
+
+
+def _vector_scores(store: Store, ids: Sequence[int], query: np.ndarray) -> list[tuple[int, float]]:
+    out: list[tuple[int, float]] = []
+    for chunk_ids, vectors in store.iter_vectors(ids):
+        out += zip(chunk_ids.tolist(), (vectors @ query.reshape(-1)).tolist(), strict=True)
+    return out
+
+
+# -- collapsing near-duplicates --------------------------------------------------------------
+
+
+def _collapse(store: Store, ranked: list[_Ranked], threshold: float) -> list[_Ranked]:
+    """Fold each hit into the first better-ranked hit whose vector is near-identical."""
+    vectors: dict[int, np.ndarray] = {}
+    for ids, matrix in store.iter_vectors([r.vector_id for r in ranked]):
+        vectors.update(zip(ids.tolist(), matrix, strict=True))
+    if not vectors:
+        return ranked
+    # A hit whose vector vanished (deleted meanwhile) is kept and matches nothing.
+    nothing = np.zeros_like(next(iter(vectors.values())))
+    kept: list[_Ranked] = []
+    kept_vectors: list[np.ndarray] = []
+    folded: list[list[int]] = []
+    for r in ranked:
+        v = vectors.get(r.vector_id, nothing)
+        if kept_vectors:
+            sims = np.stack(kept_vectors) @ v
+            best = int(np.argmax(sims))
+            if sims[best] >= threshold:
+                folded[best] += [r.hit.id, *r.hit.duplicates]
+                continue
+        kept.append(r)
+        kept_vectors.append(v)
+        folded.append(list(r.hit.duplicates))
+    return [
+        replace(r, hit=replace(r.hit, duplicates=tuple(extra)))
+        for r, extra in zip(kept, folded, strict=True)
+    ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .errors import QueryError, QueryParseError
@@ -39,6 +40,8 @@ __all__ = [
     "Term",
     "Text",
     "WeightedTerm",
+    "build_query",
+    "describe_query",
     "format_query",
     "parse_query",
 ]
@@ -139,6 +142,14 @@ class Query:
     def plus(self, term: Term, weight: float = 1.0) -> Query:
         """This query with one more term (e.g. an uploaded image)."""
         return replace(self, terms=(*self.terms, WeightedTerm(term, weight)))
+
+    def map_paths(self, change: Callable[[str], str]) -> Query:
+        """This query with every image path passed through ``change`` (e.g. expanduser)."""
+        terms = tuple(
+            replace(t, term=ImagePath(change(t.term.path))) if isinstance(t.term, ImagePath) else t
+            for t in self.terms
+        )
+        return replace(self, terms=terms)
 
     def keyword_text(self) -> str:
         """The words of the positive text terms: what keyword search looks for."""
@@ -358,6 +369,15 @@ def _format_term(term: Term) -> str:
 
 def format_query(query: Query) -> str:
     """The canonical text of ``query``: ``parse_query(format_query(q)) == q``."""
+    return _format(query, describe=False)
+
+
+def describe_query(query: Query) -> str:
+    """Like :func:`format_query`, but shows image bytes as ``[label]`` instead of failing."""
+    return _format(query, describe=True)
+
+
+def _format(query: Query, *, describe: bool) -> str:
     parts: list[str] = []
     for i, t in enumerate(query.terms):
         sign = "-" if t.weight < 0 else "+"
@@ -366,5 +386,28 @@ def format_query(query: Query) -> str:
         size = abs(t.weight)
         short = f"{size:g}"
         weight = "" if size == 1.0 else f"{short if float(short) == size else repr(size)}:"
-        parts.append(weight + _format_term(t.term))
+        shown = f"[{t.term.label}]" if describe and isinstance(t.term, ImageData) else None
+        parts.append(weight + (shown or _format_term(t.term)))
     return " ".join(parts)
+
+
+def build_query(
+    text: str | None, images: Sequence[ImagePath | ImageData] = (), *, allow_paths: bool = True
+) -> Query:
+    """The query of a search box or command line: parsed ``text`` plus extra images.
+
+    With ``allow_paths=False`` (the HTTP API) image paths in the text are refused: a client
+    must not make the server read files of its choosing.
+    """
+    query = parse_query(text) if text and text.strip() else None
+    if query is not None and not allow_paths:
+        for t in query.terms:
+            if isinstance(t.term, ImagePath):
+                raise query.error(
+                    t, "image paths are not accepted here; upload the image or use id:N"
+                )
+    for image in images:
+        query = query.plus(image) if query is not None else Query.of(image)
+    if query is None:
+        raise QueryError("The query is empty: give some text or an image to search for.")
+    return query

@@ -15,13 +15,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import (
+    Engine,
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+    update,
+)
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from ..encoders.base import Vectors
 from ..errors import StoreCorruptError, StoreError, StoreNotFoundError
-from . import migrate
+from ..filters import SearchFilters
+from . import fts, migrate
 from .schema import Failure, Media, StoreMeta, Vector
 
 __all__ = [
@@ -341,12 +355,50 @@ class Store:
         rows = self.media_vectors(media_id)
         return rows[0] if rows else None
 
+    # -- reads for filtered and keyword search -----------------------------------------------
+
+    def count_matching_vectors(self, filters: SearchFilters) -> int:
+        """How many vectors belong to files that pass ``filters`` (the score aside)."""
+        stmt = select(func.count()).select_from(Vector).join(Media, Media.id == Vector.media_id)
+        with Session(self.engine) as s:
+            return int(s.scalar(stmt.where(*_media_conditions(filters))) or 0)
+
+    def matching_vector_ids(self, filters: SearchFilters) -> np.ndarray:
+        """The ids of the vectors of files that pass ``filters`` (the score aside)."""
+        stmt = select(Vector.id).join(Media, Media.id == Vector.media_id)
+        with Session(self.engine) as s:
+            ids = s.scalars(stmt.where(*_media_conditions(filters))).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def keyword_media(self, words: str, filters: SearchFilters, limit: int) -> list[int]:
+        """Ids of files whose path or EXIF words match ``words``, best (BM25) first."""
+        words_table = table(fts.FTS_TABLE, column("rowid"))
+        rank = func.bm25(literal_column(fts.FTS_TABLE))
+        with Session(self.engine) as s:
+            expr = fts.informative_expression(s, words)
+            if expr is None:
+                return []
+            stmt = (
+                select(Media.id)
+                .select_from(words_table)
+                .join(Media, Media.id == words_table.c.rowid)
+                .where(text(f"{fts.FTS_TABLE} MATCH :expr"), *_media_conditions(filters))
+                .order_by(rank, Media.id)
+                .limit(limit)
+            )
+            return [int(row[0]) for row in s.execute(stmt, {"expr": expr})]
+
     # -- writes ----------------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> WriteResult:
         """Apply ``batch`` in one transaction and bump the generation."""
         result = WriteResult()
         now = time.time()
+        # Keyword-search words are gathered first: that reads EXIF text from the files.
+        words = fts.documents(
+            ((r.path, r.display_path, r.media_type) for r, _ in batch.upserts),
+            ((path, display) for _, path, display, _, _ in batch.moves),
+        )
         with Session(self.engine) as s, s.begin():
             for media_id in batch.deletes:
                 result.removed_ids += self._delete_media(s, media_id)
@@ -374,6 +426,7 @@ class Store:
                         failed_at=now,
                     )
                 )
+            fts.apply(s, words)
             result.generation = self._bump_generation(s)
         return result
 
@@ -427,6 +480,21 @@ class Store:
         with Session(self.engine) as s, s.begin():
             for start in range(0, len(paths), 900):
                 s.execute(delete(Failure).where(Failure.path.in_(paths[start : start + 900])))
+
+
+def _media_conditions(filters: SearchFilters) -> list[Any]:
+    """SQL conditions on ``media`` equivalent to :meth:`SearchFilters.matches`."""
+    conditions: list[Any] = []
+    if filters.media_type is not None:
+        conditions.append(Media.media_type == filters.media_type)
+    if filters.under:
+        conditions.append(_prefix_filter(Media.path, filters.under))
+    when = func.coalesce(Media.captured_at, Media.mtime_ns / 1e9)
+    if filters.after is not None:
+        conditions.append(when >= filters.after)
+    if filters.before is not None:
+        conditions.append(when < filters.before)
+    return conditions
 
 
 def _unpack(rows: Sequence[Any], dim: int) -> tuple[np.ndarray, Vectors]:
