@@ -48,6 +48,12 @@ class StoreInfo:
     index_vectors: int | None
     db_bytes: int
     index_bytes: int
+    # recall@10 of the vector index against exact search, measured when it was built
+    # (None for exact indexes, which need no measuring).
+    index_recall_at_10: float | None = None
+    # Tuned search knobs ("nprobe=32") and build shape ("nlist=2048") of an approximate index.
+    index_params: str = ""
+    index_build: str = ""
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -346,6 +352,7 @@ class Engine:
         counts = store.counts()
         index = self._index_manager(store).describe() if model is not None else None
         index_file = self.location / "index.faiss"
+        recall = index.get("recall_at_10") if index else None
         return StoreInfo(
             location=str(self.location.resolve()),
             model=model.profile if model else None,
@@ -360,6 +367,9 @@ class Engine:
             index_vectors=int(index["vectors"]) if index else None,  # type: ignore[call-overload]
             db_bytes=sum(p.stat().st_size for p in self.location.glob(DB_NAME + "*")),
             index_bytes=index_file.stat().st_size if index_file.exists() else 0,
+            index_recall_at_10=float(recall) if isinstance(recall, int | float) else None,
+            index_params=str(index.get("params", "")) if index else "",
+            index_build=str(index.get("build", "")) if index else "",
         )
 
     def info_json(self) -> str:

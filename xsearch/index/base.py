@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -52,7 +52,10 @@ class IndexMeta:
     fingerprint: str
     # Measured recall@10 against exact search; None for exact indexes.
     recall_at_10: float | None = None
+    # Tuned search-time knobs, e.g. "nprobe=16" or "efSearch=64".
     params: str = ""
+    # The IndexSpec fields it was built from (kind, nlist, sized_for, ...).
+    build: dict[str, int | str] = field(default_factory=dict)
 
 
 def write_meta(path: Path, meta: IndexMeta) -> None:

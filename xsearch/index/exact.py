@@ -67,6 +67,13 @@ class NumpyIndex:
     def ids(self) -> npt.NDArray[np.int64]:
         return self._ids.copy()
 
+    @property
+    def matrix(self) -> npt.NDArray[np.float32]:
+        """The stored vectors, row for row with :meth:`ids` (read-only view)."""
+        view = self._matrix.view()
+        view.flags.writeable = False
+        return view
+
     def save(self, path: Path) -> None:
         def write(tmp: Path) -> None:
             with tmp.open("wb") as fh:
