@@ -1,4 +1,4 @@
-"""The ``eval`` and ``demo`` commands (kept apart from the core commands in cli.py)."""
+"""The ``eval``, ``demo`` and ``serve`` commands (kept apart from the core commands in cli.py)."""
 
 # No `from __future__ import annotations`: typer reads these annotations at run time,
 # and they name options imported inside register().
@@ -15,8 +15,11 @@ from rich.table import Table
 __all__ = ["register"]
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def register(app: typer.Typer) -> None:
-    from .cli import ModelOpt, StoreOpt, _settings, err, out
+    from .cli import DeviceOpt, ModelOpt, StoreOpt, _settings, err, out
 
     @app.command("eval")
     def eval_(
@@ -93,3 +96,47 @@ def register(app: typer.Typer) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="xsearch-demo-") as tmp:
             show(run_demo(Path(tmp), store=store, sheet=sheet, limit=limit))
+
+    @app.command()
+    def serve(
+        store: StoreOpt = None,
+        host: Annotated[
+            str,
+            typer.Option(help="Address to listen on. Anything but 127.0.0.1 exposes your media."),
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+        device: DeviceOpt = None,
+        max_upload_mb: Annotated[
+            float, typer.Option(help="Largest query image a client may upload, in MiB.")
+        ] = 20.0,
+    ) -> None:
+        """Serve the web gallery and JSON API, keeping the model and index warm."""
+        from .engine import Engine
+        from .errors import ConfigError, StoreNotFoundError
+
+        try:
+            import uvicorn
+
+            from .server import ServerOptions, create_app
+        except ImportError as exc:
+            raise ConfigError(
+                f"`xsearch serve` needs {exc.name}: pip install fastapi uvicorn python-multipart"
+            ) from exc
+        settings = _settings(store, device=device)
+        with Engine(settings) as engine:
+            if not engine.exists():
+                raise StoreNotFoundError(settings.store)
+            err.print("Loading the model and the index ...")
+            engine.warm_up()
+            options = ServerOptions(max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+            app_ = create_app(engine, options)
+            if host not in _LOOPBACK:
+                err.print(
+                    f"[yellow]warning:[/] listening on {host}: anyone who can reach this "
+                    "machine can search and view every indexed file. There is no login."
+                )
+            shown = f"[{host}]" if ":" in host else host
+            err.print(
+                f"xsearch is serving {settings.store} at http://{shown}:{port}/  (Ctrl-C stops)"
+            )
+            uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import MediaError
 from .imagequery import MAX_QUERY_PIXELS
 from .media.images import decode_image
 from .media.video import video_thumbnail
@@ -30,6 +31,8 @@ def thumbnail(store_dir: Path, media: HitRow, *, size: int = 320, t: float | Non
 
     Raises :class:`~xsearch.errors.MediaError` when the file can no longer be read.
     """
+    if not os.path.isfile(media.path):
+        raise MediaError(media.display_path, "missing", "the file is no longer there; index again")
     size = max(_MIN_SIZE, min(_MAX_SIZE, size))
     at = _frame_time(media, t)
     frame = f"-{round(at * 10)}" if at is not None else ""
@@ -77,4 +80,3 @@ def _write_atomically(target: Path, data: bytes) -> None:
         os.replace(tmp, target)
     except OSError:
         Path(tmp).unlink(missing_ok=True)
-
