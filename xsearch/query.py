@@ -61,6 +61,9 @@ class _Ranked:
     hit: SearchHit
     # The vector of the hit's best frame (what collapsing compares).
     vector_id: int
+    # A video's matching frames, best first. Its segments are drawn from them only once it
+    # is among the results, since that reads the video's whole timeline.
+    frames: Scored = field(default_factory=list)
 
 
 class _Candidates:
@@ -132,7 +135,7 @@ def run_search(
         if request.collapse:
             ranked = _collapse(store, ranked, request.collapse_threshold)
         if len(ranked) >= request.limit or done:
-            return [r.hit for r in ranked[: request.limit]]
+            return [_with_segments(store, r, request) for r in ranked[: request.limit]]
         want *= 4
 
 
@@ -172,16 +175,21 @@ def _rank(scored: Scored, request: SearchRequest, store: Store) -> list[_Ranked]
     groups: dict[int, Scored] = {}
     for score, row in kept:
         groups.setdefault(row.media_id, []).append((score, row))
-    return [_file_hit(group, store, request.segment_margin) for group in groups.values()]
+    return [_file_hit(group) for group in groups.values()]
 
 
-def _file_hit(group: Scored, store: Store, margin: float) -> _Ranked:
+def _file_hit(group: Scored) -> _Ranked:
     """One file's hit from its matching frames (best first)."""
     best_score, best = group[0]
-    segments: tuple[Segment, ...] = ()
-    if best.media_type == "video":
-        segments = _segments(store.media_vectors(best.media_id), group, margin)
-    return _Ranked(_hit(best, best_score, segments, frame=False), best.vector_id)
+    frames = group if best.media_type == "video" else []
+    return _Ranked(_hit(best, best_score, (), frame=False), best.vector_id, frames)
+
+
+def _with_segments(store: Store, ranked: _Ranked, request: SearchRequest) -> SearchHit:
+    if not ranked.frames or request.frames:
+        return ranked.hit
+    timeline = store.media_vectors(ranked.hit.id)
+    return replace(ranked.hit, segments=_segments(timeline, ranked.frames, request.segment_margin))
 
 
 def _hit(row: HitRow, score: float, segments: tuple[Segment, ...], *, frame: bool) -> SearchHit:
@@ -261,7 +269,7 @@ def _fuse(
             fused[media_id] = fused.get(media_id, 0.0) + 1.0 / (request.rrf_k + rank)
     order = sorted(fused, key=lambda m: -fused[m])
     head = [
-        _Ranked(replace(by_media[m].hit, keyword_rank=keyword_rank.get(m)), by_media[m].vector_id)
+        replace(by_media[m], hit=replace(by_media[m].hit, keyword_rank=keyword_rank.get(m)))
         for m in order
     ]
     return head + ranked[_FUSION_DEPTH:]
@@ -282,7 +290,7 @@ def _score_media(
             key=lambda p: -p[0],
         )
         if group and _passes(group[0][1], group[0][0], request.filters):
-            out.append(_file_hit(group, store, request.segment_margin))
+            out.append(_file_hit(group))
     return out
 
 
