@@ -1,0 +1,132 @@
+"""CPU precision: fp32 against bf16 autocast and int8 dynamic quantisation (issue 6).
+
+For each precision: image-tower throughput (batch 32, this process's threads), the cosine
+between its image vectors and fp32's, and how much of fp32's top 10 it keeps when the same
+text queries rank the same images. A fast path may only become the default where these
+agree; see the verdict in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def _precision(name: str) -> Iterator[None]:
+    import torch
+
+    if name == "bf16":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def _encode(
+    model: Any, pixels: Any, tokens: Any, precision: str, batch: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    import copy
+
+    import torch
+
+    visual = model.visual
+    if precision == "int8":
+        # Only the image tower: open_clip's text tower reads its weights' dtype, which a
+        # quantised Linear no longer has (and query text is encoded one string at a time).
+        visual = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    if precision == "bf16-weights":
+        visual = copy.deepcopy(visual).to(torch.bfloat16)
+        pixels = pixels.to(torch.bfloat16)
+    with torch.inference_mode(), _precision(precision):
+        visual(pixels[:batch])  # warm-up: kernels, caches
+        started = time.perf_counter()
+        image = torch.cat([visual(pixels[i : i + batch]) for i in range(0, len(pixels), batch)])
+        seconds = time.perf_counter() - started
+        text = model.encode_text(tokens)
+    image = torch.nn.functional.normalize(image.float(), dim=-1).numpy()
+    text = torch.nn.functional.normalize(text.float(), dim=-1).numpy()
+    return image, text, len(pixels) / seconds
+
+
+def _top10_kept(
+    ref_img: np.ndarray, ref_txt: np.ndarray, img: np.ndarray, txt: np.ndarray
+) -> float:
+    ref = np.argsort(-(ref_txt @ ref_img.T), axis=1)[:, :10]
+    got = np.argsort(-(txt @ img.T), axis=1)[:, :10]
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ref, got, strict=True)]))
+
+
+def run(
+    photos: Path, archs: list[str], *, n_images: int = 96, batch: int = 32, log: Any = print
+) -> dict[str, Any]:
+    import open_clip
+    import torch
+
+    from xsearch.media.images import decode_image
+
+    files = sorted(photos.glob("*.jpg"))[:n_images]
+    rows = []
+    for arch in archs:
+        torch.manual_seed(0)
+        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
+        model.eval()
+        pixels = torch.stack(
+            [
+                preprocess(
+                    decode_image(bytes(str(f), "utf-8"), max_pixels=10**9, draft_size=512).image
+                )
+                for f in files
+            ]
+        )
+        texts = [
+            f"a photo of {w}"
+            for w in (
+                "a cat",
+                "a dog",
+                "the sea",
+                "a city",
+                "food",
+                "a car",
+                "snow",
+                "a child",
+                "flowers",
+                "a party",
+            )
+            * 5
+        ]
+        tokens = open_clip.get_tokenizer(arch)(texts)
+        ref_img, ref_txt, ref_rate = _encode(model, pixels, tokens, "fp32", batch)
+        rows.append(
+            {
+                "arch": arch,
+                "precision": "fp32",
+                "images_per_s": ref_rate,
+                "cos_min": 1.0,
+                "cos_mean": 1.0,
+                "top10_kept": 1.0,
+                "speedup": 1.0,
+            }
+        )
+        for precision in ("bf16", "bf16-weights", "int8"):
+            img, txt, rate = _encode(model, pixels, tokens, precision, batch)
+            cos = np.sum(img * ref_img, axis=1)
+            row = {
+                "arch": arch,
+                "precision": precision,
+                "images_per_s": rate,
+                "cos_min": float(cos.min()),
+                "cos_mean": float(cos.mean()),
+                "top10_kept": _top10_kept(ref_img, ref_txt, img, txt),
+                "speedup": rate / ref_rate,
+            }
+            rows.append(row)
+            log(f"agreement: {row}")
+    return {"rows": rows, "images": len(files), "batch": batch, "threads": torch.get_num_threads()}

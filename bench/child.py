@@ -1,0 +1,151 @@
+"""Work the benchmarks time in a fresh process (so start-up and peak memory are honest).
+
+    python -m bench.child index --arch ViT-B-32-256 --photos DIR --store DIR
+    python -m bench.child decode --photos DIR --draft 512
+    python -m bench.child encode --arch ViT-B-32 --precision bf16
+
+Each prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def bench_profile(arch: str) -> str:
+    """A random-initialised profile of an open_clip architecture (no download)."""
+    from xsearch import ModelProfile, get_profile, register_profile
+
+    if arch == "toy-bilingual":
+        return arch
+    name = f"bench-{arch}"
+    try:
+        get_profile(name)
+    except Exception:
+        register_profile(
+            ModelProfile(name=name, arch=arch, tier="test", languages="en", description="bench")
+        )
+    return name
+
+
+def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
+    from xsearch import Engine, IndexOptions, Settings
+
+    settings = Settings(store=Path(args.store), model=bench_profile(args.arch), device="cpu")
+    with Engine(settings) as engine:
+        started = time.perf_counter()
+        _ = engine.encoder
+        load_s = time.perf_counter() - started
+        started = time.perf_counter()
+        report = engine.index(
+            [Path(args.photos)], IndexOptions(workers=args.workers, batch_size=args.batch)
+        )
+        index_s = time.perf_counter() - started
+    return {
+        "model_load_s": load_s,
+        "index_s": index_s,
+        "indexed": report.counts["indexed"],
+        "unchanged": report.counts["unchanged"],
+        "failed": report.counts["failed"],
+    }
+
+
+def cmd_decode(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from xsearch.pipeline import DecodeOptions, WorkItem, decode_item
+
+    torch.set_num_threads(1)
+    import open_clip
+
+    _, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32-256", pretrained=None)
+    files = sorted(Path(args.photos).glob("*.jpg"))[: args.limit]
+    opts = DecodeOptions(
+        max_pixels=178_956_970, timeout=60, video_interval=1.0, draft_size=args.draft or None
+    )
+    started = time.perf_counter()
+    for i, path in enumerate(files):
+        raw = os.fsencode(path)
+        st = path.stat()
+        out = decode_item(WorkItem(i, raw, st.st_size, st.st_mtime_ns, "image"), preprocess, opts)
+        assert out.error is None, out.error
+    seconds = time.perf_counter() - started
+    return {"files": len(files), "seconds": seconds, "images_per_s_one_core": len(files) / seconds}
+
+
+def cmd_encode(args: argparse.Namespace) -> dict[str, Any]:
+    """Image-tower throughput of one precision, and its vectors for agreement checks."""
+    import numpy as np
+    import torch
+
+    from xsearch import Settings
+    from xsearch.engine import Engine
+
+    torch.manual_seed(0)
+    pixels = torch.load(args.pixels)
+    with Engine(
+        Settings(store=Path(args.store), model=bench_profile(args.arch), device="cpu")
+    ) as e:
+        enc: Any = e.encoder
+        model = enc._model
+        if args.precision == "int8":
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        ctx = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if args.precision == "bf16"
+            else torch.autocast("cpu", enabled=False)
+        )
+        texts = [f"a photo of thing number {i}" for i in range(args.texts)]
+        with torch.inference_mode(), ctx:
+            model.encode_image(pixels[:4])
+            started = time.perf_counter()
+            out = [
+                model.encode_image(pixels[i : i + args.batch])
+                for i in range(0, len(pixels), args.batch)
+            ]
+            seconds = time.perf_counter() - started
+            tokens = enc._tokenizer(texts)
+            text_vecs = model.encode_text(tokens).float()
+        img = torch.cat(out).float()
+        img = torch.nn.functional.normalize(img, dim=-1).numpy()
+        txt = torch.nn.functional.normalize(text_vecs, dim=-1).numpy()
+    np.save(args.vectors_out, img)
+    np.save(args.vectors_out.replace(".npy", "_text.npy"), txt)
+    return {"images": len(pixels), "seconds": seconds, "images_per_s": len(pixels) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.child")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("index")
+    p.add_argument("--arch", required=True)
+    p.add_argument("--photos", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p = sub.add_parser("decode")
+    p.add_argument("--photos", required=True)
+    p.add_argument("--draft", type=int, default=0)
+    p.add_argument("--limit", type=int, default=100)
+    p = sub.add_parser("encode")
+    p.add_argument("--arch", required=True)
+    p.add_argument("--pixels", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--texts", type=int, default=50)
+    p.add_argument("--vectors-out", required=True)
+    args = parser.parse_args()
+    handler = {"index": cmd_index, "decode": cmd_decode, "encode": cmd_encode}[args.cmd]
+    print(json.dumps(handler(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Indexing throughput and memory, xsearch against rclip, and the no-change re-index.
+
+Each run is a fresh process (``python -m bench.child`` or the peer's own CLI) whose whole
+process tree is sampled for memory (PSS, so pages shared by forked decode workers count
+once). "end to end" is the wall time of that process: start-up, model load, scan, decode,
+embed and commit, as a user experiences it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import proc
+from .data import make_photos
+from .peers import export_rclip_models, rclip_env
+
+PY = sys.executable
+
+
+def photos(workdir: Path, n: int, sizes: list[tuple[int, int]], name: str) -> Path:
+    return make_photos(workdir / name, n, sizes)
+
+
+def xsearch_index(
+    folder: Path, store: Path, arch: str, *, workers: int | None = None, batch: int | None = None
+) -> dict[str, Any]:
+    cmd = [
+        PY,
+        "-m",
+        "bench.child",
+        "index",
+        "--arch",
+        arch,
+        "--photos",
+        str(folder),
+        "--store",
+        str(store),
+    ]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    if batch is not None:
+        cmd += ["--batch", str(batch)]
+    m = proc.run(cmd, cwd=Path(__file__).parent.parent)
+    if m.returncode != 0:
+        raise RuntimeError(f"xsearch child failed: {m.stderr[-2000:]}")
+    doc = json.loads(m.stdout.strip().splitlines()[-1])
+    files = doc["indexed"] + doc["unchanged"]
+    return {
+        "tool": "xsearch",
+        "model": arch,
+        "files": files,
+        "end_to_end_s": m.seconds,
+        "images_per_s_end_to_end": doc["indexed"] / m.seconds,
+        "images_per_s_indexing": doc["indexed"] / doc["index_s"] if doc["indexed"] else None,
+        "model_load_s": doc["model_load_s"],
+        "peak_mb": m.peak_mb,
+        "workers": workers if workers is not None else "auto",
+        "batch": batch if batch is not None else "auto",
+    }
+
+
+def rclip_index(folder: Path, datadir: Path, rclip: Path, *, fresh: bool = True) -> dict[str, Any]:
+    if fresh:
+        (datadir / "db.sqlite3").unlink(missing_ok=True)
+    m = proc.run(
+        [str(rclip), "-f", "-t", "3", "a photo of a cat"], cwd=folder, env=rclip_env(datadir)
+    )
+    if m.returncode != 0:
+        raise RuntimeError(f"rclip failed: {m.stderr[-2000:]}")
+    n = len(list(folder.glob("*.jpg")))
+    return {
+        "tool": "rclip 3.3.0",
+        "model": "ViT-B-32-256",
+        "files": n,
+        "end_to_end_s": m.seconds,
+        "images_per_s_end_to_end": n / m.seconds if fresh else None,
+        "peak_mb": m.peak_mb,
+    }
+
+
+def decode_paths(folder: Path, limit: int) -> list[dict[str, Any]]:
+    rows = []
+    for label, draft in (("PIL full decode", 0), ("PIL JPEG draft (≥512 px)", 512)):
+        m = proc.run(
+            [
+                PY,
+                "-m",
+                "bench.child",
+                "decode",
+                "--photos",
+                str(folder),
+                "--draft",
+                str(draft),
+                "--limit",
+                str(limit),
+            ],
+            cwd=Path(__file__).parent.parent,
+        )
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:])
+        doc = json.loads(m.stdout.strip().splitlines()[-1])
+        rows.append({"decode_path": label, **doc})
+    rows.append(
+        {"decode_path": "torchvision nvJPEG (GPU)", "skipped": "needs CUDA: run bench/gpu.sh"}
+    )
+    return rows
+
+
+def run(workdir: Path, *, quick: bool, rclip: Path | None, log: Any = print) -> dict[str, Any]:
+    n = 60 if quick else 300
+    main = photos(workdir, n, [(1600, 1200)], f"photos_{n}_1600x1200")
+    mixed = photos(
+        workdir, 30 if quick else 120, [(2048, 1536), (3264, 2448), (4000, 3000)], "photos_3to12mp"
+    )
+    rows: list[dict[str, Any]] = []
+    archs = ["toy-bilingual", "ViT-B-32", "ViT-B-32-256"]
+    for arch in archs:
+        store = workdir / f"store_{arch}"
+        shutil.rmtree(store, ignore_errors=True)
+        row = {"corpus": main.name, **xsearch_index(main, store, arch)}
+        rows.append(row)
+        log(f"indexing: {row}")
+        again = xsearch_index(main, store, arch)
+        rows.append({"corpus": main.name, "run": "no-change re-run", **again})
+    store = workdir / "store_mixed"
+    shutil.rmtree(store, ignore_errors=True)
+    rows.append({"corpus": mixed.name, **xsearch_index(mixed, store, "ViT-B-32")})
+    log(f"indexing: {rows[-1]}")
+    peers: dict[str, Any] = {}
+    if rclip is not None and rclip.exists():
+        datadir = workdir / "rclip_data"
+        export_rclip_models(datadir)
+        first = rclip_index(main, datadir, rclip)
+        rows.append({"corpus": main.name, **first})
+        log(f"indexing: {first}")
+        again = rclip_index(main, datadir, rclip, fresh=False)
+        rows.append({"corpus": main.name, "run": "no-change re-run", **again})
+        mine = next(r for r in rows if r["model"] == "ViT-B-32-256" and r["tool"] == "xsearch")
+        peers["rclip_ratio_images_per_s"] = (
+            mine["images_per_s_end_to_end"] / first["images_per_s_end_to_end"]
+        )
+        mixed_rclip = rclip_index(mixed, datadir, rclip)
+        rows.append({"corpus": mixed.name, **mixed_rclip})
+    else:
+        peers["rclip"] = "not run: give --rclip PATH (see bench/README.md for the venv)"
+    return {
+        "rows": rows,
+        "decode_paths": decode_paths(main, 40 if quick else 100),
+        "peers": peers,
+        "multilingual": (
+            "xlm-roberta-base-ViT-B-32 was not run: its text tower's config and tokenizer "
+            "(xlm-roberta-base) come from the Hugging Face hub, which this machine cannot "
+            "reach, and there is no random-initialised substitute for a SentencePiece "
+            "tokenizer. Its image tower is exactly ViT-B-32 (same vision_cfg), so its "
+            "indexing throughput is the ViT-B-32 row."
+        ),
+    }

@@ -1,0 +1,181 @@
+"""Query latency at 10k / 100k / 1M vectors, and a no-change re-index of many files.
+
+Stores for the latency runs are filled with CLIP-like synthetic vectors through the store's
+own write path (no images are decoded: that is measured elsewhere), under the real profile
+clip-b32-en, whose ViT-B-32 weights are a random-initialised stand-in in a local hub cache
+(bench/fakehub.py). The index is then built and saved by xsearch itself, so the kind the
+selector picks at each size is the one measured.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import proc
+from .data import clip_like
+from .fakehub import fake_weights
+
+PROFILE = "clip-b32-en"
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {"XSEARCH_MODEL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+def fill_store(location: Path, n: int, cache: Path) -> None:
+    from xsearch import Engine, Settings
+    from xsearch.store.repository import FrameVector, MediaRecord, Store, StoreModel, WriteBatch
+
+    with Engine(Settings(store=location, model=PROFILE, model_cache_dir=cache)) as engine:
+        enc = engine.encoder
+        store = Store(location, create=True)
+        store.set_model(StoreModel(enc.profile_name, enc.fingerprint, enc.dim))
+        for start in range(0, n, 20_000):
+            vectors = clip_like(min(20_000, n - start), seed=start + 1)
+            batch = WriteBatch()
+            for i, vec in enumerate(vectors, start):
+                path = f"/bench/photos/{i // 1000:04d}/img_{i:07d}.jpg"
+                batch.upserts.append(
+                    (
+                        MediaRecord(
+                            path=path.encode(),
+                            display_path=path,
+                            size=100_000 + i,
+                            mtime_ns=1_700_000_000_000_000_000 + i,
+                            content_hash=f"{i:032x}",
+                            media_type="image",
+                            width=4000,
+                            height=3000,
+                        ),
+                        [FrameVector(vec)],
+                    )
+                )
+            store.write(batch)
+        store.close()
+
+
+def latency(
+    n: int, workdir: Path, cache: Path, *, warm_queries: int = 40, log: Any = print
+) -> dict[str, Any]:
+    from xsearch import Engine, Settings
+
+    location = workdir / f"store_{n}"
+    if not (location / "index.json").exists():
+        shutil.rmtree(location, ignore_errors=True)
+        started = time.perf_counter()
+        fill_store(location, n, cache)
+        log(f"scale: filled {n} vectors in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    with Engine(Settings(store=location, model_cache_dir=cache)) as engine:
+        manager = engine._index_manager(engine.store())
+        manager.save()
+        build_s = time.perf_counter() - started
+        info = engine.info()
+        engine.search("warm-up", limit=10)
+        uncached, cached = [], []
+        for i in range(warm_queries):
+            text = f"a photo of thing {i} on a sunny day"
+            t = time.perf_counter()
+            engine.search(text, limit=10)
+            uncached.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            engine.search(text, limit=10)
+            cached.append((time.perf_counter() - t) * 1e3)
+    cold = []
+    for i in range(3):
+        m = proc.run(
+            [
+                shutil.which("xsearch") or "xsearch",
+                "query",
+                f"cold query {i}",
+                "--store",
+                str(location),
+                "--paths",
+                "-n",
+                "10",
+            ],
+            env=_env(cache),
+        )
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:])
+        cold.append(m.seconds)
+    return {
+        "vectors": n,
+        "index_kind": info.index_kind,
+        "index_params": info.index_params,
+        "index_recall_at_10": info.index_recall_at_10,
+        "index_build_s": round(build_s, 1),
+        "warm_p50_ms": statistics.median(uncached),
+        "warm_p99_ms": float(np.percentile(uncached, 99)),
+        "warm_cached_text_p50_ms": statistics.median(cached),
+        "cold_cli_median_s": statistics.median(cold),
+        "cold_cli_runs_s": cold,
+    }
+
+
+def reindex(n_files: int, workdir: Path, *, log: Any = print) -> dict[str, Any]:
+    """Index ``n_files`` small JPEGs with the shipped toy model, then time no-change re-runs."""
+    folder = workdir / f"many_{n_files}"
+    if not folder.exists():
+        started = time.perf_counter()
+        tmp = workdir / f"many_{n_files}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        rng = np.random.default_rng(0)
+        from PIL import Image
+
+        tmp.mkdir(parents=True)
+        for i in range(n_files):
+            sub = tmp / f"{i // 1000:03d}"
+            if i % 1000 == 0:
+                sub.mkdir()
+            pixels = (rng.random((24, 32, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(sub / f"f{i:06d}.jpg", quality=80)
+        tmp.rename(folder)
+        log(f"scale: wrote {n_files} files in {time.perf_counter() - started:.0f} s")
+    store = workdir / f"store_many_{n_files}"
+    xs = shutil.which("xsearch") or "xsearch"
+    first = None
+    if not (store / "xsearch.db").exists():
+        m = proc.run([xs, "index", str(folder), "--store", str(store), "--model", "toy-bilingual"])
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:])
+        first = {"seconds": m.seconds, "files_per_s": n_files / m.seconds, "peak_mb": m.peak_mb}
+        log(f"scale: first index of {n_files}: {first}")
+    runs = []
+    peak = 0.0
+    for _ in range(3):
+        m = proc.run([xs, "index", str(folder), "--store", str(store)])
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:])
+        runs.append(m.seconds)
+        peak = max(peak, m.peak_mb)
+    return {
+        "files": n_files,
+        "first_index": first,
+        "no_change_median_s": statistics.median(runs),
+        "no_change_runs_s": runs,
+        "no_change_peak_mb": peak,
+    }
+
+
+def run(workdir: Path, *, quick: bool, log: Any = print) -> dict[str, Any]:
+    cache = workdir / "hf"
+    fake_weights(cache, PROFILE)
+    sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
+    rows = []
+    for n in sizes:
+        row = latency(n, workdir, cache, log=log)
+        rows.append(row)
+        log(f"scale: {row}")
+    return {
+        "rows": rows,
+        "reindex": reindex(5_000 if quick else 100_000, workdir, log=log),
+        "note": "warm = Engine.search in one process, text encoding included unless 'cached'; "
+        "cold = the `xsearch query` CLI from a fresh process.",
+    }
