@@ -196,11 +196,19 @@ class Engine:
             raise ConfigError("Give at least one folder or file to index.")
         store = self.store(create=True)
         with WriterLock(self.location):
-            self._claim_store_for_encoder(store)
+            if store.model() is None:
+                self._claim_store_for_encoder(store)
+
+            def checked_encoder() -> Encoder:
+                # Loaded only when there is something to embed: a no-change run never
+                # pays for the model.
+                self._claim_store_for_encoder(store)
+                return self.encoder
+
             indexer = Indexer(
                 store,
                 self._index_manager(store),
-                lambda: self.encoder,
+                checked_encoder,
                 options or IndexOptions(),
                 on_outcome=on_outcome,
                 on_progress=on_progress,
