@@ -263,3 +263,22 @@ def test_chinese_query_finds_cats_over_http(tmp_path: Path) -> None:
         client = TestClient(create_app(engine))
         results = client.get("/api/search", params={"q": "猫", "limit": 3}).json()["results"]
     assert {Path(r["path"]) for r in results} <= gallery.of_class("cat")
+
+
+def test_serve_command(
+    served: tuple[Path, TestClient], runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    root, _ = served
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    result = runner.invoke(cli_app, ["serve", "--store", str(root / "store")])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8765
+    assert "http://127.0.0.1:8765/" in result.output and "warning" not in result.output
+    exposed = runner.invoke(cli_app, ["serve", "--store", str(root / "store"), "--host", "::"])
+    assert exposed.exit_code == 0 and calls[1]["host"] == "::"
+    assert "anyone who can reach this machine" in exposed.output
+    missing = runner.invoke(cli_app, ["serve", "--store", str(root / "nowhere")])
+    assert missing.exit_code == 1 and "No xsearch store" in missing.output
