@@ -34,13 +34,15 @@ def bench_profile(arch: str) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
-    from xsearch import Engine, IndexOptions, Settings
+    from xsearch import Engine, IndexOptions, Settings, get_profile
+    from xsearch.encoders.openclip import OpenClipEncoder
 
-    settings = Settings(store=Path(args.store), model=bench_profile(args.arch), device="cpu")
-    with Engine(settings) as engine:
-        started = time.perf_counter()
-        _ = engine.encoder
-        load_s = time.perf_counter() - started
+    profile = bench_profile(args.arch)
+    settings = Settings(store=Path(args.store), model=profile, device="cpu")
+    started = time.perf_counter()
+    encoder = OpenClipEncoder(get_profile(profile), device="cpu", precision=args.precision)
+    load_s = time.perf_counter() - started
+    with Engine(settings, encoder=encoder) as engine:
         started = time.perf_counter()
         report = engine.index(
             [Path(args.photos)], IndexOptions(workers=args.workers, batch_size=args.batch)
@@ -130,6 +132,7 @@ def main() -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p = sub.add_parser("decode")
     p.add_argument("--photos", required=True)
     p.add_argument("--draft", type=int, default=0)

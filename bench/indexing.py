@@ -9,6 +9,7 @@ embed and commit, as a user experiences it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,7 +27,13 @@ def photos(workdir: Path, n: int, sizes: list[tuple[int, int]], name: str) -> Pa
 
 
 def xsearch_index(
-    folder: Path, store: Path, arch: str, *, workers: int | None = None, batch: int | None = None
+    folder: Path,
+    store: Path,
+    arch: str,
+    *,
+    workers: int | None = None,
+    batch: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     cmd = [
         PY,
@@ -39,6 +46,8 @@ def xsearch_index(
         str(folder),
         "--store",
         str(store),
+        "--precision",
+        precision,
     ]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -50,7 +59,7 @@ def xsearch_index(
     doc = json.loads(m.stdout.strip().splitlines()[-1])
     files = doc["indexed"] + doc["unchanged"]
     return {
-        "tool": "xsearch",
+        "tool": "xsearch" if precision == "fp32" else f"xsearch {precision}",
         "model": arch,
         "files": files,
         "end_to_end_s": m.seconds,
@@ -58,6 +67,7 @@ def xsearch_index(
         "images_per_s_indexing": doc["indexed"] / doc["index_s"] if doc["indexed"] else None,
         "model_load_s": doc["model_load_s"],
         "peak_mb": m.peak_mb,
+        "load_avg_1m_after": os.getloadavg()[0],
         "workers": workers if workers is not None else "auto",
         "batch": batch if batch is not None else "auto",
     }
@@ -79,7 +89,15 @@ def rclip_index(folder: Path, datadir: Path, rclip: Path, *, fresh: bool = True)
         "end_to_end_s": m.seconds,
         "images_per_s_end_to_end": n / m.seconds if fresh else None,
         "peak_mb": m.peak_mb,
+        "load_avg_1m_after": os.getloadavg()[0],
     }
+
+
+def _toy_available() -> bool:
+    from xsearch.encoders.profiles import get_profile
+
+    weights = get_profile("toy-bilingual").weights_file
+    return weights is not None and weights.is_file()
 
 
 def decode_paths(folder: Path, limit: int) -> list[dict[str, Any]]:
@@ -110,14 +128,39 @@ def decode_paths(folder: Path, limit: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run(workdir: Path, *, quick: bool, rclip: Path | None, log: Any = print) -> dict[str, Any]:
+def _export(datadir: Path, python: Path | None) -> None:
+    """Export rclip's towers, in an interpreter that has the onnx package (see README)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        if python is None:
+            raise
+        code = "import sys; from pathlib import Path; from bench.peers import export_rclip_models; export_rclip_models(Path(sys.argv[1]))"
+        m = proc.run([str(python), "-c", code, str(datadir)], cwd=Path(__file__).parent.parent)
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:]) from None
+        return
+    export_rclip_models(datadir)
+
+
+def run(
+    workdir: Path,
+    *,
+    quick: bool,
+    rclip: Path | None,
+    onnx_python: Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
     n = 60 if quick else 300
     main = photos(workdir, n, [(1600, 1200)], f"photos_{n}_1600x1200")
     mixed = photos(
         workdir, 30 if quick else 120, [(2048, 1536), (3264, 2448), (4000, 3000)], "photos_3to12mp"
     )
     rows: list[dict[str, Any]] = []
-    archs = ["toy-bilingual", "ViT-B-32", "ViT-B-32-256"]
+    archs = ["toy-bilingual", "ViT-B-32"]
+    if not _toy_available():
+        archs.remove("toy-bilingual")
+        rows.append({"model": "toy-bilingual", "skipped": "its weights file is not in the tree"})
     for arch in archs:
         store = workdir / f"store_{arch}"
         shutil.rmtree(store, ignore_errors=True)
@@ -133,16 +176,30 @@ def run(workdir: Path, *, quick: bool, rclip: Path | None, log: Any = print) -> 
     peers: dict[str, Any] = {}
     if rclip is not None and rclip.exists():
         datadir = workdir / "rclip_data"
-        export_rclip_models(datadir)
-        first = rclip_index(main, datadir, rclip)
-        rows.append({"corpus": main.name, **first})
-        log(f"indexing: {first}")
+        _export(datadir, onnx_python)
+        # Interleaved, twice: the machine is shared, so neighbours in time share its load.
+        mine_fp32, mine_bf16, theirs = [], [], []
+        for attempt in range(2):
+            for precision, bucket in (("fp32", mine_fp32), ("bf16", mine_bf16)):
+                store = workdir / f"store_h2h_{precision}"
+                shutil.rmtree(store, ignore_errors=True)
+                row = {
+                    "corpus": main.name,
+                    "attempt": attempt,
+                    **xsearch_index(main, store, "ViT-B-32-256", precision=precision),
+                }
+                rows.append(row)
+                bucket.append(row["images_per_s_end_to_end"])
+                log(f"indexing: {row}")
+            row = {"corpus": main.name, "attempt": attempt, **rclip_index(main, datadir, rclip)}
+            rows.append(row)
+            theirs.append(row["images_per_s_end_to_end"])
+            log(f"indexing: {row}")
         again = rclip_index(main, datadir, rclip, fresh=False)
         rows.append({"corpus": main.name, "run": "no-change re-run", **again})
-        mine = next(r for r in rows if r["model"] == "ViT-B-32-256" and r["tool"] == "xsearch")
-        peers["rclip_ratio_images_per_s"] = (
-            mine["images_per_s_end_to_end"] / first["images_per_s_end_to_end"]
-        )
+        peers["rclip_images_per_s"] = theirs
+        peers["ratio_fp32_vs_rclip"] = [a / b for a, b in zip(mine_fp32, theirs, strict=True)]
+        peers["ratio_bf16_vs_rclip"] = [a / b for a, b in zip(mine_bf16, theirs, strict=True)]
         mixed_rclip = rclip_index(mixed, datadir, rclip)
         rows.append({"corpus": mixed.name, **mixed_rclip})
     else:

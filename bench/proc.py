@@ -72,7 +72,8 @@ def run(
         nonlocal peak
         while not done.is_set():
             peak = max(peak, tree_pss_mb(proc.pid))
-            done.wait(0.1)
+            # smaps_rollup walks every mapping: sampling faster costs the run real CPU.
+            done.wait(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

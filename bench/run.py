@@ -53,7 +53,9 @@ def _section_ann(args: argparse.Namespace) -> dict[str, Any]:
 def _section_indexing(args: argparse.Namespace) -> dict[str, Any]:
     from . import indexing
 
-    return indexing.run(args.workdir, quick=args.quick, rclip=args.rclip, log=_log)
+    return indexing.run(
+        args.workdir, quick=args.quick, rclip=args.rclip, onnx_python=args.onnx_python, log=_log
+    )
 
 
 def _section_scale(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         default=Path("/tmp/peers/bin/rclip"),
         help="rclip executable of its own venv (skipped when missing)",
+    )
+    parser.add_argument(
+        "--onnx-python",
+        type=Path,
+        default=Path("/tmp/exportenv/bin/python"),
+        help="an interpreter with torch, open_clip and onnx, to export rclip's towers",
     )
     args = parser.parse_args(argv)
     wanted = args.only or list(SECTIONS)

@@ -267,3 +267,27 @@ def test_store_grows_into_an_approximate_index(
         assert info.index_kind == "hnsw" and info.index_vectors == 30
         names = {Path(h.path).name for h in engine.search("anything", limit=50)}
         assert len(names) == 30 and "p00.jpg" not in names
+
+
+# -- CPU precision (issue 6: fast paths must agree with fp32) -----------------------------
+
+
+def test_bf16_image_tower_agrees_with_fp32(photos: Path) -> None:
+    import torch
+    from PIL import Image
+
+    from xsearch import get_profile
+    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.errors import ModelError
+
+    fp32 = OpenClipEncoder(get_profile(TINY), device="cpu")
+    bf16 = OpenClipEncoder(get_profile(TINY), device="cpu", precision="bf16")
+    pixels = torch.stack(
+        [fp32.preprocess(Image.open(p).convert("RGB")) for p in sorted(photos.glob("*.jpg"))]
+    )
+    a, b = fp32.encode_images(pixels), bf16.encode_images(pixels)
+    assert b.dtype == np.float32
+    assert float(np.min(np.sum(a * b, axis=1))) > 0.99
+    np.testing.assert_allclose(fp32.encode_texts(["x"]), bf16.encode_texts(["x"]))
+    with pytest.raises(ModelError, match="Unknown precision"):
+        OpenClipEncoder(get_profile(TINY), device="cpu", precision="fp8")
