@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from typer.testing import CliRunner
 
 from xsearch import Engine, Settings
+from xsearch.cli import app
 from xsearch.errors import ConfigError
 from xsearch.index import manager as manager_module
 from xsearch.index.build import build_index
@@ -267,6 +270,10 @@ def test_store_grows_into_an_approximate_index(
         assert info.index_kind == "hnsw" and info.index_vectors == 30
         names = {Path(h.path).name for h in engine.search("anything", limit=50)}
         assert len(names) == 30 and "p00.jpg" not in names
+    shown = CliRunner().invoke(app, ["info", "--store", str(tmp_path / "store"), "--json"])
+    doc = json.loads(shown.output)
+    assert doc["index_kind"] == "hnsw" and doc["index_recall_at_10"] >= 0.95
+    assert doc["index_params"].startswith("efSearch=")
 
 
 # -- CPU precision (issue 6: fast paths must agree with fp32) -----------------------------
