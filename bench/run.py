@@ -47,7 +47,10 @@ def machine() -> dict[str, Any]:
 def _section_ann(args: argparse.Namespace) -> dict[str, Any]:
     from . import ann
 
-    return ann.run(args.ann_vectors or (100_000 if args.quick else 1_000_000), log=_log)
+    kinds = tuple(args.ann_kinds) if args.ann_kinds else ann.KINDS
+    return ann.run(
+        args.ann_vectors or (100_000 if args.quick else 1_000_000), kinds=kinds, log=_log
+    )
 
 
 def _section_indexing(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="repeatable")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench.json")
     parser.add_argument("--ann-vectors", type=int, default=None)
+    parser.add_argument("--ann-kinds", action="append", help="index kinds (repeatable)")
     parser.add_argument(
         "--workdir",
         type=Path,
