@@ -225,7 +225,7 @@ def _print_summary(result: Any) -> None:
         table = Table(title="Not indexed cleanly", show_lines=False)
         table.add_column("outcome")
         table.add_column("reason")
-        table.add_column("file")
+        table.add_column("file", overflow="fold")
         table.add_column("detail")
         for p in result.problems[:50]:
             table.add_row(p.outcome, p.reason or "", escape(p.display), escape(p.detail or ""))
@@ -333,7 +333,7 @@ def _print_hits(hits: list[Any]) -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     table.add_column("where")
     for rank, h in enumerate(hits, 1):
         where = ""
