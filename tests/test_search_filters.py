@@ -324,10 +324,14 @@ def _ranks(hits: list[SearchHit], wanted: set[Path]) -> list[int]:
 def test_a_cat_picture_finds_the_other_cats_first(toy: tuple[Gallery, Engine]) -> None:
     gallery, engine = toy
     cats = gallery.of_class("cat")
-    probe = sorted(cats)[0]
-    hits = engine.search(Query.parse(str(probe)), limit=len(cats))
-    assert Path(hits[0].path) == probe
-    assert {Path(h.path) for h in hits} == cats
+    found = 0
+    for probe in sorted(cats):
+        hits = engine.search(Query.parse(str(probe)), limit=len(cats))
+        # The picture itself, then other cats: the model sees the object, not the background.
+        assert Path(hits[0].path) == probe
+        assert {Path(h.path) for h in hits[:4]} <= cats, probe
+        found += len({Path(h.path) for h in hits} & cats)
+    assert found / (len(cats) * len(cats)) >= 0.85
 
 
 @requires_toy
