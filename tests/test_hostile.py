@@ -127,3 +127,25 @@ def test_modes_convert_to_rgb(tmp_path: Path) -> None:
     image = decode_image(os.fsencode(tmp_path / "d.png"), max_pixels=10**8).image
     arr = np.asarray(image)
     assert image.mode == "RGB" and arr.max() > 200 and arr.min() < 10
+
+
+def test_a_file_that_hangs_is_timed_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xsearch import pipeline
+
+    random_image(tmp_path / "lib" / "ok.jpg", 1)
+    random_image(tmp_path / "lib" / "hangs.jpg", 2)
+    real = pipeline.decode_image
+
+    def stuck(path: bytes, **kwargs: Any) -> Any:
+        if path.endswith(b"hangs.jpg"):
+            time.sleep(30)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(pipeline, "decode_image", stuck)
+    started = time.monotonic()
+    with Engine(Settings(store=tmp_path / "s", model=TINY)) as engine:
+        report = engine.index([tmp_path / "lib"], IndexOptions(workers=0, file_timeout=0.5))
+    assert time.monotonic() - started < 25
+    assert report.counts["indexed"] == 1
+    problem = report.problems[0]
+    assert problem.reason == "timed-out" and "0.5 s" in (problem.detail or "")

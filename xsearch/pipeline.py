@@ -21,7 +21,7 @@ from .errors import MediaError
 from .media.hashing import content_hash
 from .media.images import decode_image, display
 from .media.sniff import sniff
-from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, sample_frames
+from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, probe_video, sample_frames
 
 __all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
 
@@ -105,6 +105,10 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
         with _time_limit(opts.timeout):
             out.content_hash = content_hash(item.path, item.size)
             kind = sniff(item.path) or item.kind
+            # A video may take as many more seconds as it lasts: an hour-long film must not
+            # hit a limit meant for one photo.
+            allowance = _video_duration(item.path) if kind == "video" else 0.0
+        with _time_limit(opts.timeout + allowance):
             if kind == "video":
                 _decode_video(item, preprocess, opts, out)
             else:
@@ -126,6 +130,14 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
         out.pixels = None
         out.times = []
     return out
+
+
+def _video_duration(path: bytes) -> float:
+    """The declared duration, or 0 when it cannot be read (decoding then reports why)."""
+    try:
+        return probe_video(path).duration or 0.0
+    except MediaError:
+        return 0.0
 
 
 def _decode_still(
