@@ -111,6 +111,8 @@ def test_filters_return_only_matches_and_fill_the_limit(
     library: tuple[Path, Engine], case: str, strategy: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, engine = library
+    # A fresh cache of filter results, so that each strategy really runs.
+    monkeypatch.setattr(engine, "_subsets", query_module.SubsetCache())
     if strategy == "over-fetch":
         monkeypatch.setattr(query_module, "_EXACT_MAX", 0)
         monkeypatch.setattr(query_module, "_EXACT_SHARE", 0.0)

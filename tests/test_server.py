@@ -247,12 +247,15 @@ def test_serves_while_another_process_indexes(tmp_path: Path) -> None:
         indexer.index([tmp_path / "m"])
     with Engine(settings) as server_engine, TestClient(create_app(server_engine)) as client:
         assert len(_ids(client)) == 3
+        assert len(_ids(client, under=str(tmp_path / "m"), type="image")) == 3
         for i in range(3, 8):
             random_image(tmp_path / "m" / f"a{i}.jpg", i)
-        # A separate engine (as another process would) writes; the server sees it at once.
+        # A separate engine (as another process would) writes; the server sees it at once,
+        # also through filters whose results it had cached.
         with Engine(settings) as indexer:
             indexer.index([tmp_path / "m"])
         assert len(_ids(client)) == 8
+        assert len(_ids(client, under=str(tmp_path / "m"), type="image")) == 8
 
 
 @requires_toy

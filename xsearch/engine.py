@@ -22,7 +22,7 @@ from .hits import SearchHit
 from .imagequery import load_query_image
 from .index.manager import IndexManager
 from .indexer import FileOutcome, Indexer, IndexReport, Progress
-from .query import SearchRequest, run_search
+from .query import SearchRequest, SubsetCache, run_search
 from .querylang import ImageData, ImagePath, MediaRef, Query, Text, WeightedTerm
 from .store.lock import WriterLock
 from .store.repository import DB_NAME, HitRow, Store, StoreModel
@@ -76,6 +76,8 @@ class Engine:
         self._model_checked = False
         # Serialises the encoder and its cache: a server calls in from many threads.
         self._embed_lock = threading.RLock()
+        # The vectors of recently used filters (a server repeats them).
+        self._subsets = SubsetCache()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -330,6 +332,7 @@ class Engine:
             np.asarray(vector, dtype=np.float32),
             request,
             keywords=keywords,
+            cache=self._subsets,
         )
 
     def warm_up(self) -> None:

@@ -7,7 +7,9 @@ exactly instead (a selector), which is both faster and complete.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -18,7 +20,7 @@ from .hits import SearchHit, Segment
 from .index.manager import IndexManager
 from .store.repository import HitRow, Store
 
-__all__ = ["MEDIA_TYPES", "SearchRequest", "run_search"]
+__all__ = ["MEDIA_TYPES", "SearchRequest", "SubsetCache", "run_search"]
 
 # Score the passing vectors exactly when they are at most this share of the store ...
 _EXACT_SHARE = 0.05
@@ -66,11 +68,73 @@ class _Ranked:
     frames: Scored = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Subset:
+    """The vectors that pass a file filter; ``matrix`` is None when too many pass to score
+    them exactly (the index is over-fetched instead)."""
+
+    ids: np.ndarray
+    matrix: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.ids.nbytes + (self.matrix.nbytes if self.matrix is not None else 0)
+
+
+class SubsetCache:
+    """The vectors of recently used file filters, valid while the store's generation holds.
+
+    A server sees the same filters again and again ("videos only", one folder). Finding
+    the vectors that pass costs a scan of the store; keeping them makes the next query
+    with that filter as cheap as an unfiltered one. Thread-safe; bounded by ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, _Subset] = OrderedDict()
+
+    def get(self, key: Hashable) -> _Subset | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: Hashable, subset: _Subset) -> None:
+        with self._lock:
+            self._items[key] = subset
+            while sum(s.nbytes for s in self._items.values()) > self.max_bytes:
+                self._items.popitem(last=False)
+
+
+def _subset(store: Store, filters: SearchFilters, total: int, cache: SubsetCache | None) -> _Subset:
+    key = (store.location, store.generation(), replace(filters, min_score=None))
+    found = cache.get(key) if cache is not None else None
+    if found is not None:
+        return found
+    ids = store.matching_vector_ids(filters)
+    matrix = None
+    if len(ids) <= max(total * _EXACT_SHARE, _EXACT_MAX):
+        chunks = list(store.iter_vectors(ids.tolist()))
+        ids = np.concatenate([c[0] for c in chunks]) if chunks else ids[:0]
+        matrix = np.vstack([c[1] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+    subset = _Subset(ids, matrix)
+    if cache is not None:
+        cache.put(key, subset)
+    return subset
+
+
 class _Candidates:
     """Vector ids best first: from the index, or by exact scoring of the few that pass."""
 
     def __init__(
-        self, store: Store, index: IndexManager, query: np.ndarray, filters: SearchFilters
+        self,
+        store: Store,
+        index: IndexManager,
+        query: np.ndarray,
+        filters: SearchFilters,
+        cache: SubsetCache | None,
     ) -> None:
         self.index = index
         self.query = query.reshape(1, -1).astype(np.float32)
@@ -78,10 +142,10 @@ class _Candidates:
         self.total = len(index.sync())
         self.exact: tuple[np.ndarray, np.ndarray] | None = None
         if filters.restricts_files and self.total:
-            passing = store.count_matching_vectors(filters)
-            if passing <= max(self.total * _EXACT_SHARE, _EXACT_MAX):
-                self.exact = _score_exactly(store, store.matching_vector_ids(filters), self.query)
-                self.total = len(self.exact[1])
+            subset = _subset(store, filters, self.total, cache)
+            if subset.matrix is not None:
+                self.exact = _rank_exactly(subset.ids, subset.matrix, self.query)
+                self.total = len(subset.ids)
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The best ``k`` (scores, ids), and whether nothing further could be found."""
@@ -99,18 +163,14 @@ class _Candidates:
         return scores, ids, done
 
 
-def _score_exactly(
-    store: Store, ids: np.ndarray, query: np.ndarray
+def _rank_exactly(
+    ids: np.ndarray, matrix: np.ndarray, query: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    all_ids, all_scores = [], []
-    for chunk_ids, vectors in store.iter_vectors(ids.tolist()):
-        all_ids.append(chunk_ids)
-        all_scores.append(vectors @ query[0])
-    if not all_ids:
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    scores, found = np.concatenate(all_scores), np.concatenate(all_ids)
-    order = np.lexsort((found, -scores))
-    return scores[order], found[order]
+    if not len(ids):
+        return np.zeros(0, np.float32), ids
+    scores = matrix @ query[0]
+    order = np.lexsort((ids, -scores))
+    return scores[order], ids[order]
 
 
 def run_search(
@@ -120,9 +180,10 @@ def run_search(
     request: SearchRequest,
     *,
     keywords: str = "",
+    cache: SubsetCache | None = None,
 ) -> list[SearchHit]:
     """Rank files for one L2-normalised query vector (and, for hybrid search, its words)."""
-    candidates = _Candidates(store, index, query, request.filters)
+    candidates = _Candidates(store, index, query, request.filters, cache)
     if candidates.total == 0:
         return []
     want = request.limit * (4 if request.collapse else 1)
@@ -135,7 +196,7 @@ def run_search(
         if request.collapse:
             ranked = _collapse(store, ranked, request.collapse_threshold)
         if len(ranked) >= request.limit or done:
-            return [_with_segments(store, r, request) for r in ranked[: request.limit]]
+            return _with_segments(store, ranked[: request.limit], request)
         want *= 4
 
 
@@ -185,11 +246,18 @@ def _file_hit(group: Scored) -> _Ranked:
     return _Ranked(_hit(best, best_score, (), frame=False), best.vector_id, frames)
 
 
-def _with_segments(store: Store, ranked: _Ranked, request: SearchRequest) -> SearchHit:
-    if not ranked.frames or request.frames:
-        return ranked.hit
-    timeline = store.media_vectors(ranked.hit.id)
-    return replace(ranked.hit, segments=_segments(timeline, ranked.frames, request.segment_margin))
+def _with_segments(store: Store, ranked: list[_Ranked], request: SearchRequest) -> list[SearchHit]:
+    videos = [r.hit.id for r in ranked if r.frames] if not request.frames else []
+    timelines = store.media_timelines(videos) if videos else {}
+    return [
+        replace(
+            r.hit,
+            segments=_segments(timelines[r.hit.id], r.frames, request.segment_margin),
+        )
+        if r.hit.id in timelines
+        else r.hit
+        for r in ranked
+    ]
 
 
 def _hit(row: HitRow, score: float, segments: tuple[Segment, ...], *, frame: bool) -> SearchHit:
@@ -279,12 +347,11 @@ def _score_media(
     store: Store, query: np.ndarray, media_ids: Sequence[int], request: SearchRequest
 ) -> list[_Ranked]:
     """Hits for given files, scored against ``query`` frame by frame."""
+    timelines = store.media_timelines(media_ids)
+    every = [r.vector_id for rows in timelines.values() for r in rows]
+    scores = dict(_vector_scores(store, every, query)) if every else {}
     out = []
-    for media_id in media_ids:
-        timeline = store.media_vectors(media_id)
-        if not timeline:
-            continue
-        scores = dict(_vector_scores(store, [r.vector_id for r in timeline], query))
+    for timeline in timelines.values():
         group = sorted(
             ((scores[r.vector_id], r) for r in timeline if r.vector_id in scores),
             key=lambda p: -p[0],

@@ -357,18 +357,27 @@ class Store:
 
     # -- reads for filtered and keyword search -----------------------------------------------
 
-    def count_matching_vectors(self, filters: SearchFilters) -> int:
-        """How many vectors belong to files that pass ``filters`` (the score aside)."""
-        stmt = select(func.count()).select_from(Vector).join(Media, Media.id == Vector.media_id)
-        with Session(self.engine) as s:
-            return int(s.scalar(stmt.where(*_media_conditions(filters))) or 0)
-
     def matching_vector_ids(self, filters: SearchFilters) -> np.ndarray:
         """The ids of the vectors of files that pass ``filters`` (the score aside)."""
         stmt = select(Vector.id).join(Media, Media.id == Vector.media_id)
         with Session(self.engine) as s:
             ids = s.scalars(stmt.where(*_media_conditions(filters))).all()
         return np.asarray(ids, dtype=np.int64)
+
+    def media_timelines(self, media_ids: Sequence[int]) -> dict[int, list[HitRow]]:
+        """All vectors of several files at once, each file's in time order."""
+        ids: list[int] = []
+        wanted = [int(m) for m in media_ids]
+        with Session(self.engine) as s:
+            for start in range(0, len(wanted), 900):
+                part = wanted[start : start + 900]
+                ids += s.scalars(select(Vector.id).where(Vector.media_id.in_(part))).all()
+        out: dict[int, list[HitRow]] = {m: [] for m in wanted}
+        for row in self.hit_rows(ids).values():
+            out[row.media_id].append(row)
+        for rows in out.values():
+            rows.sort(key=lambda r: (r.t or 0.0, r.vector_id))
+        return out
 
     def keyword_media(self, words: str, filters: SearchFilters, limit: int) -> list[int]:
         """Ids of files whose path or EXIF words match ``words``, best (BM25) first."""
