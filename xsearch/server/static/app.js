@@ -158,8 +158,9 @@ function closeViewer() {
 async function showStatus() {
   try {
     const s = await callApi("/api/status");
+    const count = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? "" : "s"}`;
     $("status").textContent =
-      `${s.images.toLocaleString()} images · ${s.videos.toLocaleString()} videos · model ${s.model || "none yet"}`;
+      `${count(s.images, "image")} · ${count(s.videos, "video")} · model ${s.model || "none yet"}`;
   } catch (error) {
     $("status").textContent = error.message;
   }
