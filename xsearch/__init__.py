@@ -40,8 +40,10 @@ if TYPE_CHECKING:
         UnknownModelError,
         XSearchError,
     )
+    from .filters import SearchFilters, make_filters
     from .hits import SearchHit, Segment
     from .indexer import FileOutcome, IndexReport, Progress
+    from .querylang import ImageData, Query, WeightedTerm, parse_query
 
 # Where each public name lives. Importing `xsearch` stays cheap (no torch, no faiss) until
 # a name that needs them is used: the CLI's start-up time depends on it.
@@ -58,6 +60,12 @@ _LOCATIONS = {
     "StoreInfo": "engine",
     "SearchHit": "hits",
     "Segment": "hits",
+    "SearchFilters": "filters",
+    "make_filters": "filters",
+    "ImageData": "querylang",
+    "Query": "querylang",
+    "WeightedTerm": "querylang",
+    "parse_query": "querylang",
     "FileOutcome": "indexer",
     "IndexReport": "indexer",
     "Progress": "indexer",
@@ -104,6 +112,7 @@ __all__ = [
     "Engine",
     "EvalDatasetError",
     "FileOutcome",
+    "ImageData",
     "IndexBackendError",
     "IndexOptions",
     "IndexReport",
@@ -113,8 +122,10 @@ __all__ = [
     "ModelProfile",
     "ModelUnavailableError",
     "Progress",
+    "Query",
     "QueryError",
     "QueryParseError",
+    "SearchFilters",
     "SearchHit",
     "Segment",
     "Settings",
@@ -124,9 +135,12 @@ __all__ = [
     "StoreInfo",
     "StoreNotFoundError",
     "UnknownModelError",
+    "WeightedTerm",
     "XSearchError",
     "__version__",
     "get_profile",
     "list_profiles",
+    "make_filters",
+    "parse_query",
     "register_profile",
 ]
