@@ -52,7 +52,8 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         random_image(photos / f"img{i:02d}.jpg", i, size=(96, 72))
     expected = {os.fsencode(p) for p in photos.iterdir()}
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Decoding is slowed a little so that the writing phase is long enough to aim at.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XSEARCH_TEST_SLOW_DECODE": "0.05"}
     args = _cli(
         "index",
         str(photos),
@@ -65,21 +66,31 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         "--workers",
         "0",
     )
-    # How long a full run takes here sets the window the kills are drawn from.
+    # How long a full run takes, and how long its writing phase lasts (from the moment the
+    # database appears), set the windows the kills are drawn from.
     started = time.monotonic()
-    subprocess.run(args, cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    db_seen = _wait_for(store / "xsearch.db", proc)
+    assert proc.wait() == 0
     full = time.monotonic() - started
+    writing = max(time.monotonic() - db_seen, 0.2)
     rng = random.Random(20261129)
     failures = []
     left_behind: list[int] = []
     for trial in range(TRIALS):
         for p in store.glob("*"):
             p.unlink()
-        # Change the library between trials too: the killed run must also handle deletions.
         proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.2, full))
+        if trial % 2:
+            # Half the kills land while the run is writing: after the database appears.
+            _wait_for(store / "xsearch.db", proc)
+            time.sleep(rng.uniform(0.0, writing))
+        else:
+            time.sleep(rng.uniform(0.2, full))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         left_behind.append(_rows_after_kill(store))
@@ -106,6 +117,14 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
     assert not failures, failures
     # The kills must land at different stages, some of them part-way through the writes.
     assert any(0 < n < len(expected) for n in left_behind), left_behind
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], limit: float = 60.0) -> float:
+    """Poll until ``path`` exists or ``proc`` ends; returns the moment it was seen."""
+    deadline = time.monotonic() + limit
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return time.monotonic()
 
 
 def _rows_after_kill(store: Path) -> int:
