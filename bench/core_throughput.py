@@ -1,7 +1,7 @@
 """Indexing throughput and no-change re-index time on generated photos (issue 2).
 
-    python bench/core_throughput.py                       # 500 JPEGs at 1024×768
-    python bench/core_throughput.py --images 100 --models toy-bilingual
+    python -m bench.core_throughput                       # 500 JPEGs at 1024×768
+    python -m bench.core_throughput --images 100 --models toy-bilingual
 
 For each model: a cold index of the folder into a fresh store (model load excluded, timed
 separately), then three no-change re-runs (median reported). Prints a table and writes
@@ -21,25 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from bench.data import photo_like
 from xsearch import Engine, IndexOptions, ModelProfile, Settings, register_profile
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Smooth colour fields, some edges and a little sensor noise: compresses like a photo."""
-    small = rng.random((height // 32 + 1, width // 32 + 1, 3))
-    base = np.asarray(
-        Image.fromarray((small * 255).astype(np.uint8)).resize(
-            (width, height), Image.Resampling.BICUBIC
-        ),
-        dtype=np.float32,
-    )
-    base[rng.integers(0, height // 2) :, rng.integers(0, width // 2) :] *= 0.6
-    base += rng.normal(0, 6, base.shape)
-    return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
 
 def make_photos(folder: Path, n: int, width: int, height: int) -> None:
@@ -113,7 +99,7 @@ def main() -> None:
         )
     RESULTS.mkdir(exist_ok=True)
     doc = {
-        "command": "python bench/core_throughput.py "
+        "command": "python -m bench.core_throughput "
         + " ".join(
             f"--{k.replace('_', '-')} {v}"
             for k, v in vars(args).items()

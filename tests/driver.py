@@ -6,8 +6,10 @@ Usage: python -m tests.driver index FOLDER --store S --model tiny-test
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import time
+from pathlib import Path
 
 from tests.conftest import _register_tiny
 
@@ -25,6 +27,26 @@ def _slow_down(seconds: float) -> None:
         return real(*args, **kwargs)
 
     pipeline.decode_item = slow
+
+
+def media_rows(db: Path) -> int:
+    """Files committed to a store's database; -1 when there is no readable database yet."""
+    if not db.exists():
+        return -1
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM media").fetchone()[0])
+    except sqlite3.Error:
+        return -1
+
+
+def index_command(store: Path, *paths: Path, slow: float = 0.1) -> tuple[list[str], dict[str, str]]:
+    """argv and environment to run `xsearch index` on the tiny model in a subprocess."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "XSEARCH_TEST_SLOW_DECODE": str(slow)}
+    argv = [sys.executable, "-m", "tests.driver", "index", *map(str, paths), "--store", str(store)]
+    argv += ["--model", "tiny-test", "--workers", "0", "--batch-size", "2"]
+    return argv, env
 
 
 if os.environ.get("XSEARCH_TEST_SLOW_DECODE"):

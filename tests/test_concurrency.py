@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from xsearch.cli import app
 from xsearch.store.lock import WriterLock
 
 from .conftest import TINY, random_image
+from .driver import index_command, media_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,25 +42,12 @@ def test_queries_during_indexing(tmp_path: Path) -> None:
     for i in range(60):
         random_image(photos / f"{i:03d}.jpg", i, size=(320, 240))
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XSEARCH_TEST_SLOW_DECODE": "0.1"}
-    cli = [
-        sys.executable,
-        "-m",
-        "tests.driver",
-        "index",
-        "--store",
-        str(store),
-        "--model",
-        TINY,
-        "--workers",
-        "0",
-        "--batch-size",
-        "2",
-    ]
-    first = subprocess.run([*cli, str(photos / "000.jpg")], cwd=ROOT, env=env, capture_output=True)
+    first_cli, env = index_command(store, photos / "000.jpg")
+    cli, _ = index_command(store, photos)
+    first = subprocess.run(first_cli, cwd=ROOT, env=env, capture_output=True)
     assert first.returncode == 0, first.stderr
     writer = subprocess.Popen(
-        [*cli, str(photos)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     seen: list[int] = []
     refused = None
@@ -72,9 +59,7 @@ def test_queries_during_indexing(tmp_path: Path) -> None:
                 seen.append(len(hits))
                 if refused is None and len(hits) > 1:
                     # Decoding is slowed down, so the writer is still busy when this one starts.
-                    refused = subprocess.run(
-                        [*cli, str(photos)], cwd=ROOT, env=env, capture_output=True, text=True
-                    )
+                    refused = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True)
                 time.sleep(0.05)
             assert writer.wait() == 0
             assert len(engine.search("anything", limit=100)) == 60
@@ -92,29 +77,14 @@ def test_ctrl_c_keeps_progress_and_says_how_to_resume(tmp_path: Path) -> None:
     for i in range(40):
         random_image(photos / f"{i:03d}.jpg", i, size=(320, 240))
     store = tmp_path / "store"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "XSEARCH_TEST_SLOW_DECODE": "0.1"}
-    cli = [
-        sys.executable,
-        "-m",
-        "tests.driver",
-        "index",
-        str(photos),
-        "--store",
-        str(store),
-        "--model",
-        TINY,
-        "--workers",
-        "0",
-        "--batch-size",
-        "2",
-    ]
+    cli, env = index_command(store, photos)
     proc = subprocess.Popen(
         cli, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     db = store / "xsearch.db"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if db.exists() and _count(db) >= 4:
+        if db.exists() and media_rows(db) >= 4:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -122,20 +92,10 @@ def test_ctrl_c_keeps_progress_and_says_how_to_resume(tmp_path: Path) -> None:
     assert proc.returncode == 130, stderr
     assert "run the same command again" in stderr
     assert "Traceback" not in stderr
-    kept = _count(db)
+    kept = media_rows(db)
     assert kept >= 4
     again = subprocess.run(
         cli, cwd=ROOT, env={**env, "XSEARCH_TEST_SLOW_DECODE": "0"}, capture_output=True, text=True
     )
     assert again.returncode == 0
     assert f"{40 - kept} indexed" in again.stderr and f"{kept} unchanged" in again.stderr
-
-
-def _count(db: Path) -> int:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(db) as conn:
-            return int(conn.execute("SELECT count(*) FROM media").fetchone()[0])
-    except sqlite3.Error:
-        return 0

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from xsearch.index.base import read_meta
 from xsearch.index.faiss_index import FaissIndex
 
 from .conftest import TINY, random_image
+from .driver import media_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 20
@@ -93,7 +93,7 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
             time.sleep(rng.uniform(0.2, full))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        left_behind.append(_rows_after_kill(store))
+        left_behind.append(media_rows(store / "xsearch.db"))
         rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
         if rerun.returncode != 0:
             failures.append((trial, rerun.stderr[-500:]))
@@ -125,15 +125,3 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], limit: float = 60.0) ->
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return time.monotonic()
-
-
-def _rows_after_kill(store: Path) -> int:
-    """How many files the killed run had committed (-1: it died before creating the store)."""
-    db = store / "xsearch.db"
-    if not db.exists():
-        return -1
-    with sqlite3.connect(db) as conn:
-        try:
-            return int(conn.execute("SELECT count(*) FROM media").fetchone()[0])
-        except sqlite3.OperationalError:
-            return -1

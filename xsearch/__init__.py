@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import errors as _errors  # tiny: no torch, no faiss
+
 if TYPE_CHECKING:
     from .config import IndexOptions, Settings
     from .encoders.base import Encoder
@@ -70,24 +72,7 @@ _LOCATIONS = {
     "IndexReport": "indexer",
     "Progress": "indexer",
 }
-_ERRORS = (
-    "ConfigError",
-    "EvalDatasetError",
-    "IndexBackendError",
-    "MediaError",
-    "ModelError",
-    "ModelMismatchError",
-    "ModelUnavailableError",
-    "QueryError",
-    "QueryParseError",
-    "StoreBusyError",
-    "StoreCorruptError",
-    "StoreError",
-    "StoreNotFoundError",
-    "UnknownModelError",
-    "XSearchError",
-)
-_LOCATIONS.update(dict.fromkeys(_ERRORS, "errors"))
+_LOCATIONS.update(dict.fromkeys(_errors.__all__, "errors"))
 
 
 def __getattr__(name: str) -> Any:
