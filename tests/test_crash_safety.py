@@ -125,3 +125,30 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], limit: float = 60.0) ->
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return time.monotonic()
+
+
+def test_doctor_finds_and_repairs_a_stale_index(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xsearch.cli import app
+
+    photos = tmp_path / "photos"
+    for i in range(5):
+        random_image(photos / f"{i}.jpg", i)
+    store = tmp_path / "store"
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["index", str(photos), "--store", str(store), "--model", TINY]).exit_code
+        == 0
+    )
+    ok = runner.invoke(app, ["doctor", "--store", str(store)])
+    assert ok.exit_code == 0 and "agrees with the store" in ok.output
+    saved = (store / "index.faiss").read_bytes()
+    random_image(photos / "new.jpg", 99)
+    assert runner.invoke(app, ["index", str(photos), "--store", str(store)]).exit_code == 0
+    (store / "index.faiss").write_bytes(saved)  # as if the run died before saving the index
+    repaired = runner.invoke(app, ["doctor", "--store", str(store)])
+    assert repaired.exit_code == 0
+    assert "1 missing" in repaired.output and "Repaired" in repaired.output
+    again = runner.invoke(app, ["info", "--check", "--store", str(store)])
+    assert "0 missing" in again.output and "agrees with the store" in again.output

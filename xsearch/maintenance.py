@@ -42,7 +42,7 @@ def check_store(engine: Engine) -> CheckResult:
         held = np.zeros(0, dtype=np.int64)
     else:
         try:
-            held = fresh._read(meta.kind).ids()
+            held = fresh.read_saved(meta.kind).ids()
         except Exception as exc:  # unreadable file: the repair rebuilds it
             result.lines.append(f"The saved vector index cannot be read: {exc}")
             held = np.zeros(0, dtype=np.int64)

@@ -124,7 +124,7 @@ class IndexManager:
                 )
             else:
                 try:
-                    index = self._read(meta.kind)
+                    index = self.read_saved(meta.kind)
                 except Exception as exc:  # a torn or foreign file: the store can rebuild it
                     self.notices.append(
                         f"The vector index file could not be read ({exc}); rebuilding it."
@@ -143,7 +143,8 @@ class IndexManager:
         generation = self.store.generation()
         self._install(self._build(), generation)
 
-    def _read(self, kind: str) -> VectorIndex:
+    def read_saved(self, kind: str) -> VectorIndex:
+        """The index file on disk as it is, without reconciling it with the store."""
         if kind == "numpy":
             return NumpyIndex.load(self.index_path, self.dim)
         index = FaissIndex.load(self.index_path, kind)
