@@ -48,27 +48,19 @@ def bench_profile(arch: str) -> str:
 
 
 def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
-    from xsearch import Engine, IndexOptions, Settings, get_profile
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch import Engine, IndexOptions, Settings
 
     profile = bench_profile(args.arch)
-    settings = Settings(store=Path(args.store), model=profile, device="cpu")
-    encoder = None
-    load_s = None
-    if args.precision != "fp32":
-        # Built up front to pass the precision; an fp32 run leaves it to the engine, which
-        # loads no model at all when nothing changed.
-        started = time.perf_counter()
-        encoder = OpenClipEncoder(get_profile(profile), device="cpu", precision=args.precision)
-        load_s = time.perf_counter() - started
-    with Engine(settings, encoder=encoder) as engine:
+    settings = Settings(
+        store=Path(args.store), model=profile, device="cpu", precision=args.precision
+    )
+    with Engine(settings) as engine:
         started = time.perf_counter()
         report = engine.index(
             [Path(args.photos)], IndexOptions(workers=args.workers, batch_size=args.batch)
         )
         index_s = time.perf_counter() - started
     return {
-        "model_load_s": load_s,
         "index_s": index_s,
         "indexed": report.counts["indexed"],
         "unchanged": report.counts["unchanged"],
@@ -151,7 +143,7 @@ def main() -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
     p = sub.add_parser("decode")
     p.add_argument("--photos", required=True)
     p.add_argument("--draft", type=int, default=0)

@@ -65,7 +65,6 @@ def xsearch_index(
         "end_to_end_s": m.seconds,
         "images_per_s_end_to_end": doc["indexed"] / m.seconds,
         "images_per_s_indexing": doc["indexed"] / doc["index_s"] if doc["indexed"] else None,
-        "model_load_s": doc["model_load_s"],
         "peak_mb": m.peak_mb,
         "load_avg_1m_after": os.getloadavg()[0],
         "workers": workers if workers is not None else "auto",

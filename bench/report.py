@@ -39,7 +39,7 @@ def table(name: str, result: dict[str, Any]) -> str:
         for extra in ("decode_paths",):
             if isinstance(result.get(extra), list):
                 out += "\n" + rows_table(f"{name}: {extra}", result[extra])
-        for extra in ("reindex", "peers", "multilingual"):
+        for extra in ("reindex", "peers", "multilingual", "trained"):
             if extra in result:
                 out += f"\n{extra}: {result[extra]}"
         return out

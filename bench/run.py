@@ -77,7 +77,11 @@ def _section_precision(args: argparse.Namespace) -> dict[str, Any]:
         f"photos_{60 if args.quick else 300}_1600x1200",
     )
     archs = ["ViT-B-32-256"] if args.quick else ["ViT-B-32-256", "ViT-B-32"]
-    return agreement.run(photos, archs, n_images=32 if args.quick else 96, log=_log)
+    result = agreement.run(photos, archs, n_images=32 if args.quick else 96, log=_log)
+    result["trained"] = agreement.run_trained(
+        args.workdir, n_pictures=98 if args.quick else 392, log=_log
+    )
+    return result
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {

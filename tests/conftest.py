@@ -49,7 +49,13 @@ _register_tiny()
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test runs in its own folder, with no xsearch state from the environment."""
-    for var in ("XSEARCH_HOME", "XSEARCH_MODEL", "XSEARCH_DEVICE", "XSEARCH_MODEL_CACHE"):
+    for var in (
+        "XSEARCH_HOME",
+        "XSEARCH_MODEL",
+        "XSEARCH_DEVICE",
+        "XSEARCH_MODEL_CACHE",
+        "XSEARCH_PRECISION",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     yield tmp_path

@@ -287,7 +287,7 @@ def test_bf16_image_tower_agrees_with_fp32(photos: Path) -> None:
     from xsearch.encoders.openclip import OpenClipEncoder
     from xsearch.errors import ModelError
 
-    fp32 = OpenClipEncoder(get_profile(TINY), device="cpu")
+    fp32 = OpenClipEncoder(get_profile(TINY), device="cpu", precision="fp32")
     bf16 = OpenClipEncoder(get_profile(TINY), device="cpu", precision="bf16")
     pixels = torch.stack(
         [fp32.preprocess(Image.open(p).convert("RGB")) for p in sorted(photos.glob("*.jpg"))]

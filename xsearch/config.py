@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_STORE", "IndexOptions", "Settings"]
 DEFAULT_STORE = Path("index_data")
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +42,15 @@ class Settings:
     hub_probe_timeout: float = 3.0
     # Vector index kind: "auto", "flat", "ivf", "hnsw", "ivfpq", "exact-torch", "numpy".
     index_kind: str = "auto"
+    # Image-tower precision on a CPU: "auto" (bf16 where the CPU has native bf16, else fp32),
+    # "bf16" or "fp32". GPUs always use bf16/fp16 autocast.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(
+                f"Unknown precision {self.precision!r}; use one of {', '.join(_PRECISIONS)}."
+            )
         if self.device not in _DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(
                 f"Unknown device {self.device!r}; use one of {', '.join(_DEVICES)} or cuda:N."
@@ -63,6 +71,8 @@ class Settings:
             values["model"] = env["XSEARCH_MODEL"]
         if env.get("XSEARCH_DEVICE"):
             values["device"] = env["XSEARCH_DEVICE"]
+        if env.get("XSEARCH_PRECISION"):
+            values["precision"] = env["XSEARCH_PRECISION"]
         if env.get("XSEARCH_MODEL_CACHE"):
             values["model_cache_dir"] = Path(env["XSEARCH_MODEL_CACHE"])
         if env.get("HF_ENDPOINT"):

@@ -139,6 +139,7 @@ class Engine:
                 profile,
                 checkpoint=self.settings.checkpoint,
                 device=self.settings.device,
+                precision=self.settings.precision,
                 hub=HubOptions(
                     cache_dir=self.settings.model_cache_dir,
                     endpoint=self.settings.hub_endpoint,

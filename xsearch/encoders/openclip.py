@@ -28,18 +28,22 @@ from .hub import (
 from .profiles import ModelProfile, PreprocessSpec
 
 __all__ = [
+    "IMAGE",
     "PRECISIONS",
+    "TEXT",
     "HubOptions",
     "OpenClipEncoder",
+    "cpu_has_fast_bf16",
     "missing_hub_files",
     "pick_device",
     "required_hub_files",
 ]
 
 
-#: "fp32" (the default everywhere) or "bf16": bf16 image-tower weights on the CPU. CUDA
-#: always runs bf16 (or fp16) autocast; there the option changes nothing.
-PRECISIONS = ("fp32", "bf16")
+#: Image-tower precision on a CPU: "bf16" weights, "fp32", or "auto" (bf16 where the CPU
+#: multiplies bf16 natively, else fp32). CUDA always runs bf16 (or fp16) autocast; there the
+#: option changes nothing. The text tower is fp32 everywhere.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,8 +222,134 @@ def _build_tokenizer(arch: str, text_cfg: dict[str, Any]) -> Callable[..., torch
     return open_clip.get_tokenizer(arch)  # type: ignore[no-any-return]
 
 
+#: The two towers, loaded one at a time: indexing never needs the text tower, a query
+#: by text never needs the image tower.
+IMAGE, TEXT = "image", "text"
+
+# Attribute names of each tower on open_clip's ``CLIP`` (``CustomTextCLIP`` keeps its text
+# tower in ``text``). The rest of the model is two scalars (logit scale and bias).
+_CLIP_TEXT_PARTS = (
+    "transformer",
+    "token_embedding",
+    "positional_embedding",
+    "ln_final",
+    "text_projection",
+    "attn_mask",
+)
+
+
+def _tower_parts(model: torch.nn.Module, tower: str) -> tuple[str, ...]:
+    if tower == IMAGE:
+        return ("visual",)
+    if isinstance(getattr(model, "text", None), torch.nn.Module):
+        return ("text",)
+    return _CLIP_TEXT_PARTS
+
+
+def _drop_tower(model: torch.nn.Module, tower: str) -> None:
+    """Free a tower's weights; the model keeps working for the other one."""
+    for name in _tower_parts(model, tower):
+        if hasattr(model, name):
+            setattr(model, name, None)
+
+
+def _adopt_tower(model: torch.nn.Module, donor: torch.nn.Module, tower: str) -> None:
+    for name in _tower_parts(donor, tower):
+        if hasattr(donor, name):
+            setattr(model, name, getattr(donor, name))
+
+
+def _belongs_to(key: str, parts: tuple[str, ...]) -> bool:
+    return key.split(".", 1)[0] in parts
+
+
+def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
+    """Copy one tower's weights from a safetensors checkpoint, reading only that tower.
+
+    Returns False when the file is not open_clip's own safetensors layout; the caller then
+    takes open_clip's general loader (conversions, nested state dicts, other formats).
+    """
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    parts = _tower_parts(model, tower)
+    with safe_open(str(path), framework="pt") as checkpoint:
+        names: list[str] = checkpoint.keys()
+        state = {
+            k: checkpoint.get_tensor(k) for k in names if _belongs_to(k, parts) or "." not in k
+        }
+    expected = {k for k in model.state_dict() if _belongs_to(k, parts)}
+    if not expected or not expected <= state.keys():
+        return False
+    missing, _ = model.load_state_dict(state, strict=False)
+    return not (set(missing) & expected)
+
+
+def _trailing_padding_trimmed(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the columns after the longest text: a query is a few tokens, not 77."""
+    used = (tokens != pad_id).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    return tokens[:, :length]
+
+
+def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` over the real tokens only, where that gives the same answer.
+
+    open_clip's CLIP text tower always runs all ``context_length`` positions, 77 for most
+    models, and for a query of three tokens nearly all of that is padding. With a causal
+    attention mask no position sees a later one, so the pooled end-of-text position is the
+    same whether the padding is there or not; with a Hugging Face tower the padding is masked
+    out. Other towers (bidirectional, last-token pooling) get the full width.
+    """
+    import open_clip
+
+    if isinstance(model, open_clip.CLIP):
+        if model.attn_mask is None or model.text_pool_type not in ("argmax", "eos"):
+            return model.encode_text(tokens)  # type: ignore[no-any-return]
+        tokens = _trailing_padding_trimmed(tokens, pad_id=0)
+        n = tokens.shape[1]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype)
+        x = x + model.positional_embedding[:n].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+        x = model.ln_final(x)
+        x = open_clip.transformer.text_global_pool(
+            x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
+        )
+        projection = model.text_projection
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return x  # type: ignore[no-any-return]
+    config = getattr(getattr(model, "text", None), "config", None)
+    pad_id = getattr(config, "pad_token_id", None)
+    if isinstance(pad_id, int):
+        tokens = _trailing_padding_trimmed(tokens, pad_id)
+    return model.encode_text(tokens)  # type: ignore[no-any-return]
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), on Linux."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def _cpu_image_dtype(precision: str) -> torch.dtype:
+    if precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
 class OpenClipEncoder:
-    """An open_clip model behind the Encoder protocol. Construction loads the weights."""
+    """An open_clip model behind the Encoder protocol.
+
+    Construction resolves the files (and fails fast when they are missing); each tower is
+    built and loaded the first time it is used, so an indexing run never holds the text
+    tower and a text query never builds the image tower.
+    """
 
     def __init__(
         self,
@@ -228,22 +358,38 @@ class OpenClipEncoder:
         checkpoint: Path | None = None,
         device: str = "auto",
         hub: HubOptions | None = None,
-        precision: str = "fp32",
+        precision: str = "auto",
     ) -> None:
-        import open_clip
-
         if precision not in PRECISIONS:
             raise ModelError(
                 f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}."
             )
-
         self._profile = profile
         self._device = pick_device(device)
-        resolved = _resolve_files(profile, checkpoint, hub or HubOptions())
+        self._resolved = _resolve_files(profile, checkpoint, hub or HubOptions())
         cfg = _model_config(profile)
-        text_cfg = _local_text_cfg(cfg, resolved.text_dirs)
-        pp = resolved.preprocess
-        kwargs: dict[str, Any] = {"text_cfg": text_cfg}
+        self._text_cfg = _local_text_cfg(cfg, self._resolved.text_dirs)
+        self._vision_size = cfg.get("vision_cfg", {}).get("image_size", 224)
+        self._image_dtype = (
+            _cpu_image_dtype(precision) if self._device.type == "cpu" else torch.float32
+        )
+        self._model: Any = None
+        self._loaded: set[str] = set()
+        self._preprocess_fn: Callable[[Image.Image], torch.Tensor] | None = None
+        self._tokenizer = _build_tokenizer(profile.arch, self._text_cfg)
+        self._dim = int(cfg["embed_dim"])
+        self._fingerprint = _fingerprint(profile, self._resolved, self._text_cfg)
+
+    # -- building the towers -------------------------------------------------------------
+
+    def _create(
+        self, pretrained: Path | None = None
+    ) -> tuple[Any, Callable[[Image.Image], torch.Tensor]]:
+        """A whole open_clip model on the CPU: randomly initialised (seeded) or ``pretrained``."""
+        import open_clip
+
+        pp = self._resolved.preprocess
+        kwargs: dict[str, Any] = {"text_cfg": self._text_cfg}
         if pp is not None:
             kwargs.update(
                 image_mean=pp.mean,
@@ -251,37 +397,67 @@ class OpenClipEncoder:
                 image_resize_mode=pp.resize_mode,
                 image_interpolation=pp.interpolation,
             )
-        if resolved.checkpoint is None:
-            # Random-initialised test profiles: seeded so vectors are reproducible.
-            torch.manual_seed(profile.seed)
+        # Random-initialised test profiles: seeded so vectors are reproducible, whichever
+        # tower is built first.
+        torch.manual_seed(self._profile.seed)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            self._profile.arch,
+            pretrained=str(pretrained) if pretrained else None,
+            device="cpu",
+            **kwargs,
+        )
+        return model, preprocess
+
+    def _load_weights(self, model: Any, tower: str) -> Any:
+        """The model with ``tower``'s checkpoint weights (and only ``tower``) in place."""
+        other = TEXT if tower == IMAGE else IMAGE
+        _drop_tower(model, other)  # before loading, so the peak holds one tower, not two
+        path = self._resolved.checkpoint
+        if path is not None and not _load_tower_weights(model, path, tower):
+            model, _ = self._create(pretrained=path)
+            _drop_tower(model, other)
+        return model
+
+    def _build_tower(self, tower: str) -> None:
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                profile.arch,
-                pretrained=str(resolved.checkpoint) if resolved.checkpoint else None,
-                device=self._device,
-                **kwargs,
-            )
+            model, preprocess = self._create()
+            model = self._load_weights(model, tower)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise ModelError(
-                f"Could not load model profile {profile.name!r} ({profile.arch}): {exc}. "
-                "If you passed --checkpoint, check that it matches the profile's architecture."
+                f"Could not load model profile {self._profile.name!r} "
+                f"({self._profile.arch}): {exc}. If you passed --checkpoint, check that it "
+                "matches the profile's architecture."
             ) from exc
         model.eval()
-        if self._device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        self._image_dtype = torch.float32
-        if precision == "bf16" and self._device.type == "cpu":
-            # bf16 weights, not autocast: on CPUs with AVX512-BF16 the image tower runs
-            # about 2x faster (bench/README.md), while autocast re-casts the weights on every
-            # call and runs slower than fp32. The text tower stays fp32: queries are one
-            # string, and its output is what every image is ranked against.
-            model.visual.to(torch.bfloat16)
-            self._image_dtype = torch.bfloat16
-        self._model = model
-        self._preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
-        self._tokenizer = _build_tokenizer(profile.arch, text_cfg)
-        self._dim = int(cfg["embed_dim"])
-        self._fingerprint = _fingerprint(profile, resolved, text_cfg)
+        if tower == IMAGE:
+            model.visual.to(self._device)
+            if self._device.type == "cuda":
+                model.visual.to(memory_format=torch.channels_last)
+            elif self._image_dtype != torch.float32:
+                # bf16 weights, not autocast: on CPUs with AVX512-BF16 the image tower runs
+                # about 2x faster (bench/README.md), while autocast re-casts the weights on
+                # every call and runs slower than fp32. The text tower stays fp32: a query is
+                # one string, and its vector is what every image is ranked against.
+                model.visual.to(self._image_dtype)
+            self._preprocess_fn = preprocess
+        else:
+            model.to(self._device)
+        if self._model is None:
+            self._model = model
+        else:
+            _adopt_tower(self._model, model, tower)
+        self._loaded.add(tower)
+
+    def _tower(self, tower: str) -> Any:
+        if tower not in self._loaded:
+            self._build_tower(tower)
+        return self._model
+
+    def loaded_towers(self) -> frozenset[str]:
+        """Which towers are in memory ("image", "text")."""
+        return frozenset(self._loaded)
+
+    # -- the Encoder protocol ------------------------------------------------------------
 
     @property
     def profile_name(self) -> str:
@@ -298,7 +474,7 @@ class OpenClipEncoder:
     @property
     def input_size(self) -> int:
         """Side of the square image the image tower takes."""
-        size = self._model.visual.image_size
+        size = self._vision_size
         return int(size[0] if isinstance(size, tuple | list) else size)
 
     @property
@@ -306,8 +482,16 @@ class OpenClipEncoder:
         return self._device
 
     @property
+    def image_dtype(self) -> torch.dtype:
+        """What the image tower computes in on this device (bf16 or fp32 on a CPU)."""
+        return self._image_dtype
+
+    @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
-        return self._preprocess
+        if self._preprocess_fn is None:
+            self._tower(IMAGE)
+        assert self._preprocess_fn is not None
+        return self._preprocess_fn
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -321,20 +505,22 @@ class OpenClipEncoder:
     def encode_images(self, pixels: torch.Tensor) -> Vectors:
         if pixels.shape[0] == 0:
             return np.zeros((0, self._dim), dtype=np.float32)
+        model = self._tower(IMAGE)
         non_blocking = self._device.type == "cuda" and pixels.is_pinned()
         batch = pixels.to(self._device, dtype=self._image_dtype, non_blocking=non_blocking)
         if self._device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
-            out = self._model.encode_image(batch)
+            out = model.encode_image(batch)
         return l2_normalise(out.float().cpu().numpy())
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
+        model = self._tower(TEXT)
         tokens = self._tokenizer(list(texts)).to(self._device)
         with torch.inference_mode(), self._autocast():
-            out = self._model.encode_text(tokens)
+            out = _encode_text_trimmed(model, tokens)
         return l2_normalise(out.float().cpu().numpy())
 
 
