@@ -271,17 +271,26 @@ def test_chinese_query_finds_cats_over_http(tmp_path: Path) -> None:
 def test_serve_command(
     served: tuple[Path, TestClient], runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import uvicorn
+    from xsearch.server import runner as server_runner
 
     root, _ = served
     calls: list[dict[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+
+    def fake_run(app: object, engine: Engine, **kw: object) -> bool:
+        calls.append({"app": app, **kw})
+        kw["on_listening"](f"http://{kw['host']}:{kw['port']}")  # type: ignore[operator]
+        return False
+
+    monkeypatch.setattr(server_runner, "run_server", fake_run)
     result = runner.invoke(cli_app, ["serve", "--store", str(root / "store")])
     assert result.exit_code == 0, result.output
     assert calls[0]["host"] == "127.0.0.1" and calls[0]["port"] == 8765
+    assert calls[0]["idle_exit"] is None and len(str(calls[0]["token"])) >= 32
     assert "http://127.0.0.1:8765/" in result.output and "warning" not in result.output
     exposed = runner.invoke(cli_app, ["serve", "--store", str(root / "store"), "--host", "::"])
     assert exposed.exit_code == 0 and calls[1]["host"] == "::"
     assert "anyone who can reach this machine" in exposed.output
+    idle = runner.invoke(cli_app, ["serve", "--store", str(root / "store"), "--idle-exit", "2"])
+    assert idle.exit_code == 0 and calls[2]["idle_exit"] == 120
     missing = runner.invoke(cli_app, ["serve", "--store", str(root / "nowhere")])
     assert missing.exit_code == 1 and "No xsearch store" in missing.output

@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,10 @@ from typer.core import TyperGroup
 
 from .config import IndexOptions, Settings
 from .errors import XSearchError
+
+if TYPE_CHECKING:
+    from .querylang import Query
+    from .remote import CliQuery
 
 
 class _Group(TyperGroup):
@@ -293,28 +297,58 @@ def query(
     collapse: Annotated[
         bool, typer.Option(help="Fold near-duplicates (bursts, copies) into one result.")
     ] = False,
+    no_server: Annotated[
+        bool,
+        typer.Option(
+            "--no-server",
+            help="Search in this process even when `xsearch serve` runs on the store "
+            "(by default that server answers: no model to load, much faster).",
+        ),
+    ] = False,
 ) -> None:
-    """Search the store; prints a table, JSON (--json) or bare paths (--paths)."""
+    """Search the store; prints a table, JSON (--json) or bare paths (--paths).
+
+    When `xsearch serve` is running on the same store, it answers the query (-v says so).
+    """
     from .filters import make_filters
     from .hits import results_document
     from .querylang import ImagePath, build_query, describe_query
+    from .remote import ask_server
 
-    extra = [ImagePath(str(p)) for p in image or []]
-    search_query = build_query(" ".join(text or []), extra).map_paths(os.path.expanduser)
+    words = " ".join(text or [])
+    images = [str(p) for p in image or []]
+    typed = build_query(words, [ImagePath(p) for p in images])
+    search_query = typed.map_paths(os.path.expanduser)
     filters = make_filters(
         media_type=media_type, under=under or [], after=after, before=before, min_score=min_score
     )
     settings = _settings(store, device=device)
-    with _engine(settings) as engine:
-        hits = engine.search(
-            search_query,
-            limit=limit,
-            filters=filters,
-            frames=frames,
-            hybrid=hybrid,
-            collapse=collapse,
-        )
-        _print_notices(engine)
+    options: dict[str, Any] = {
+        "limit": limit,
+        "frames": frames,
+        "hybrid": hybrid,
+        "collapse": collapse,
+    }
+    request = _server_request(
+        typed,
+        text=words,
+        images=images,
+        media_type=media_type,
+        min_score=min_score,
+        under=under or [],
+        after=after,
+        before=before,
+        **options,
+    )
+    answer = None if no_server or request is None else ask_server(settings, request)
+    if answer is not None:
+        hits, notices = answer.hits, answer.notices
+    else:
+        with _engine(settings) as engine:
+            hits = engine.search(search_query, filters=filters, **options)
+            notices = engine.notices
+    for notice in notices:
+        err.print(f"[yellow]note:[/] {notice}")
     if as_json:
         doc = results_document(describe_query(search_query), hits)
         out.print_json(json.dumps(doc, ensure_ascii=False))
@@ -324,6 +358,25 @@ def query(
             sys.stdout.buffer.write(h.path_bytes + b"\n")
         return
     _print_hits(hits)
+
+
+def _server_request(typed: Query, *, under: list[Path], **fields: Any) -> CliQuery | None:
+    """The query for a running server: image paths and --under folders spelled out for a
+    process that runs in another folder. None when this folder is gone."""
+    from .querylang import ImagePath
+    from .remote import CliQuery
+
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    image_paths: dict[str, tuple[str, str]] = {}
+    for term in typed.terms:
+        if isinstance(term.term, ImagePath):
+            shown = os.path.expanduser(term.term.path)
+            image_paths[term.term.path] = (shown, os.path.join(cwd, shown))
+    folders = tuple(os.path.join(cwd, os.fsdecode(u)) for u in under)
+    return CliQuery(image_paths=image_paths, under=folders, **fields)
 
 
 def _print_hits(hits: list[Any]) -> None:

@@ -79,23 +79,32 @@ def register(app: typer.Typer) -> None:
         """Offline demo: generate pictures, index them with the bundled model, run queries."""
         from .demo import run_demo
 
-        def show(result: Any) -> None:
+        def show(result: Any, *, kept: bool) -> None:
             c = result.report.counts
+            where = result.folder if kept else "a temporary folder"
             err.print(
-                f"Indexed {c['indexed']} generated pictures in {result.report.seconds:.1f} s ({result.folder})."
+                f"Indexed {c['indexed']} generated pictures in {result.report.seconds:.1f} s "
+                f"({where})."
             )
             for query, hits in result.results.items():
                 out.print(f"\n[bold]{escape(query)}[/]")
                 for rank, h in enumerate(hits, 1):
-                    out.print(f"  {rank}. {h.score:.3f}  {escape(h.path)}")
+                    shown = h.path if kept else Path(h.path).name
+                    out.print(f"  {rank}. {h.score:.3f}  {escape(shown)}")
             out.print(f"\nContact sheet: {result.sheet}")
+            if not kept:
+                err.print(
+                    "The generated pictures and their store were in a temporary folder that "
+                    "is now removed; pass --workdir DIR to keep them and query them yourself."
+                )
 
         if workdir is not None:
             workdir.mkdir(parents=True, exist_ok=True)
-            show(run_demo(workdir, store=store, sheet=sheet, limit=limit))
+            show(run_demo(workdir, store=store, sheet=sheet, limit=limit), kept=True)
             return
         with tempfile.TemporaryDirectory(prefix="xsearch-demo-") as tmp:
-            show(run_demo(Path(tmp), store=store, sheet=sheet, limit=limit))
+            result = run_demo(Path(tmp), store=store, sheet=sheet, limit=limit)
+            show(result, kept=False)
 
     @app.command()
     def serve(
@@ -104,39 +113,64 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(help="Address to listen on. Anything but 127.0.0.1 exposes your media."),
         ] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+        port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
         device: DeviceOpt = None,
         max_upload_mb: Annotated[
             float, typer.Option(help="Largest query image a client may upload, in MiB.")
         ] = 20.0,
+        idle_exit: Annotated[
+            float | None,
+            typer.Option(
+                help="Stop after this many minutes without a request (default: never).",
+                metavar="MINUTES",
+            ),
+        ] = None,
     ) -> None:
-        """Serve the web gallery and JSON API, keeping the model and index warm."""
+        """Serve the web gallery and JSON API, keeping the model and index warm.
+
+        While it runs, `xsearch query` on the same store is answered by it (see
+        <store>/server.json).
+        """
         from .engine import Engine
         from .errors import ConfigError, StoreNotFoundError
 
         try:
-            import uvicorn
-
             from .server import ServerOptions, create_app
+            from .server.runner import new_token, run_server
         except ImportError as exc:
             raise ConfigError(
                 f"`xsearch serve` needs {exc.name}: pip install fastapi uvicorn python-multipart"
             ) from exc
+        if idle_exit is not None and idle_exit <= 0:
+            raise ConfigError(f"--idle-exit must be a positive number of minutes, not {idle_exit}.")
         settings = _settings(store, device=device)
         with Engine(settings) as engine:
             if not engine.exists():
                 raise StoreNotFoundError(settings.store)
             err.print("Loading the model and the index ...")
             engine.warm_up()
-            options = ServerOptions(max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+            token = new_token()
+            options = ServerOptions(
+                max_upload_bytes=int(max_upload_mb * 1024 * 1024), cli_token=token
+            )
             app_ = create_app(engine, options)
             if host not in _LOOPBACK:
                 err.print(
                     f"[yellow]warning:[/] listening on {host}: anyone who can reach this "
                     "machine can search and view every indexed file. There is no login."
                 )
-            shown = f"[{host}]" if ":" in host else host
-            err.print(
-                f"xsearch is serving {settings.store} at http://{shown}:{port}/  (Ctrl-C stops)"
+
+            def announce(url: str) -> None:
+                err.print(f"xsearch is serving {settings.store} at {url}/  (Ctrl-C stops)")
+
+            idle = run_server(
+                app_,
+                engine,
+                host=host,
+                port=port,
+                token=token,
+                idle_exit=idle_exit * 60 if idle_exit is not None else None,
+                on_listening=announce,
             )
-            uvicorn.run(app_, host=host, port=port, log_level="warning")
+            if idle:
+                err.print(f"No request for {idle_exit:g} minutes; stopped.")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .app import ServerOptions, create_app
+from .app import ServerOptions, ServerStats, create_app, server_stats
 
-__all__ = ["ServerOptions", "create_app"]
+__all__ = ["ServerOptions", "ServerStats", "create_app", "server_stats"]

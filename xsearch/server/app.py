@@ -7,10 +7,13 @@ only files that are in the index can ever be served. Errors come back as JSON
 
 from __future__ import annotations
 
+import hmac
+import json
 import mimetypes
 import os
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any
 
@@ -34,9 +37,11 @@ from ..errors import (
 from ..filters import make_filters
 from ..hits import results_document
 from ..querylang import ImageData, build_query, describe_query
+from ..remote import CLI_QUERY_PATH, TOKEN_HEADER, CliQuery, answer_document, error_document
 from ..store.repository import HitRow
+from .cli_query import run_cli_query
 
-__all__ = ["ServerOptions", "create_app"]
+__all__ = ["ServerOptions", "ServerStats", "create_app", "server_stats"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +54,25 @@ class ServerOptions:
     max_limit: int = 500
     # Thumbnail size (long side, pixels) when the client does not ask for one.
     thumbnail_size: int = 320
+    # The secret that POST /api/cli-query requires (the token of <store>/server.json);
+    # None leaves that endpoint out.
+    cli_token: str | None = None
+
+
+@dataclass(kw_only=True)
+class ServerStats:
+    """What the server has done so far (shown in /api/status)."""
+
+    # Queries answered for the command line (POST /api/cli-query).
+    cli_queries: int = 0
+    # time.monotonic() of the latest request, or of the start.
+    last_request: float = field(default_factory=time.monotonic)
+
+
+def server_stats(app: FastAPI) -> ServerStats:
+    """The stats of an app made by :func:`create_app`."""
+    stats: ServerStats = app.state.stats
+    return stats
 
 
 class _BodyLimit:
@@ -157,6 +181,7 @@ def create_app(engine: Engine, options: ServerOptions | None = None) -> FastAPI:
         version=_version(),
     )
     app.add_middleware(_BodyLimit, max_bytes=opts.max_upload_bytes)
+    stats = app.state.stats = ServerStats()
     static = resources.files("xsearch.server") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -178,8 +203,10 @@ def create_app(engine: Engine, options: ServerOptions | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def no_sniffing(request: Request, call_next: Any) -> Response:
+        stats.last_request = time.monotonic()
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        stats.last_request = time.monotonic()
         return response
 
     def run(params: _SearchParams, upload: ImageData | None = None) -> dict[str, Any]:
@@ -262,9 +289,50 @@ def create_app(engine: Engine, options: ServerOptions | None = None) -> FastAPI:
 
     @app.get("/api/status", summary="What the store holds, and which model serves it")
     def status() -> dict[str, Any]:
-        return {**engine.info().to_json(), "version": _version()}
+        return {
+            **engine.info().to_json(),
+            "version": _version(),
+            "cli_queries": stats.cli_queries,
+        }
 
+    if opts.cli_token is not None:
+        _add_cli_query(app, engine, opts.cli_token, stats)
     return app
+
+
+def _add_cli_query(app: FastAPI, engine: Engine, token: str, stats: ServerStats) -> None:
+    """POST /api/cli-query: ``xsearch query`` run here. It may read any image path the
+    caller names, so it answers only callers that show the token of server.json."""
+
+    def answer(request: CliQuery) -> Response:
+        before = len(engine.notices)
+        try:
+            hits = run_cli_query(engine, request)
+        except XSearchError as exc:
+            doc = error_document(exc)
+            if isinstance(exc, QueryParseError):
+                doc["position"] = exc.position
+            return _ascii_json(_status_of(exc), doc)
+        return _ascii_json(200, answer_document(hits, engine.notices[before:]))
+
+    @app.post(CLI_QUERY_PATH, include_in_schema=False)
+    async def cli_query(request: Request) -> Response:
+        shown = request.headers.get(TOKEN_HEADER)
+        if not shown:
+            raise HTTPException(401, f"This endpoint needs the {TOKEN_HEADER} header.")
+        if not hmac.compare_digest(shown.encode(), token.encode()):
+            raise HTTPException(403, f"Wrong {TOKEN_HEADER}.")
+        try:
+            parsed = CliQuery.from_json(json.loads(await request.body()))
+        except ValueError as exc:
+            return _error(422, f"Invalid request: {exc}", "InvalidRequest")
+        stats.cli_queries += 1
+        return await run_in_threadpool(answer, parsed)
+
+
+def _ascii_json(status: int, doc: dict[str, Any]) -> Response:
+    # ASCII JSON keeps path text that is not UTF-8 (surrogate escapes) intact.
+    return Response(json.dumps(doc).encode("ascii"), status, media_type="application/json")
 
 
 def _media(engine: Engine, media_id: int) -> HitRow:
