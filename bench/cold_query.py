@@ -1,0 +1,153 @@
+"""Cold `xsearch query` from a fresh process: in-process against a warm `xsearch serve`.
+
+    python -m bench.cold_query                     # 50 pictures, 5 runs per row
+    python -m bench.cold_query --runs 9 --pictures 200
+
+Indexes ``--pictures`` generated pictures (``xsearch.synth``) with the bundled
+``toy-bilingual`` model into a fresh store, then times fresh processes, each the median of
+``--runs``:
+
+* ``python -c pass`` and ``xsearch --help``: what any Python program, and the CLI's own
+  imports, cost before a query starts;
+* ``xsearch query 猫 --no-server``: a cold query in-process (imports torch, loads the model
+  and the index, encodes the text);
+* ``xsearch query 猫`` while ``xsearch serve`` runs on the store: the CLI finds
+  ``<store>/server.json`` and the server answers.
+
+Both query rows must print the same bytes; the JSON records whether they did. Prints a table
+and writes bench/results/cold_query.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xsearch import Engine, Settings
+from xsearch.remote import read_advert
+from xsearch.synth import generate_folder
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+# The CLI as a user starts it (the console script runs exactly this).
+XSEARCH = [sys.executable, "-c", "from xsearch.cli import main; main()"]
+MODEL = "toy-bilingual"
+QUERY = "猫"
+
+
+def build_store(workdir: Path, pictures: int) -> dict[str, Any]:
+    """A fresh store of ``pictures`` generated pictures, indexed with the toy model."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    folder, store = workdir / "pictures", workdir / "store"
+    generate_folder(folder, pictures, seed=6)
+    started = time.perf_counter()
+    with Engine(Settings(store=store, model=MODEL, device="cpu")) as engine:
+        report = engine.index([folder])
+    return {
+        "pictures": pictures,
+        "indexed": report.counts["indexed"],
+        "model": MODEL,
+        "index_s": round(time.perf_counter() - started, 1),
+        "store": str(store),
+    }
+
+
+def _time(argv: list[str], runs: int) -> tuple[dict[str, Any], bytes]:
+    """Median, min and max wall seconds of ``runs`` fresh processes, and the last stdout."""
+    seconds, stdout = [], b""
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
+        seconds.append(time.perf_counter() - started)
+        stdout = done.stdout
+    row = {
+        "median_s": round(statistics.median(seconds), 3),
+        "min_s": round(min(seconds), 3),
+        "max_s": round(max(seconds), 3),
+        "runs_s": [round(s, 3) for s in seconds],
+    }
+    return row, stdout
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen[bytes], float]:
+    """`xsearch serve` on a free port; returns once it has advertised itself."""
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [*XSEARCH, "serve", "--store", str(store), "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while time.perf_counter() - started < 600:
+        advert = read_advert(store)
+        if advert is not None and advert.pid == server.pid:
+            return server, time.perf_counter() - started
+        if server.poll() is not None:
+            assert server.stderr is not None
+            raise RuntimeError(f"xsearch serve exited: {server.stderr.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("xsearch serve did not start within 10 minutes")
+
+
+def run(workdir: Path, *, pictures: int, runs: int) -> dict[str, Any]:
+    store_facts = build_store(workdir, pictures)
+    store = Path(store_facts["store"])
+    query = [*XSEARCH, "query", QUERY, "--store", str(store), "--json"]
+    rows: dict[str, Any] = {}
+    rows["python -c pass"], _ = _time([sys.executable, "-c", "pass"], runs)
+    rows["xsearch --help"], _ = _time([*XSEARCH, "--help"], runs)
+    rows[f"xsearch query {QUERY} --no-server"], alone = _time([*query, "--no-server"], runs)
+    server, ready_s = start_server(store)
+    try:
+        _time(query, 1)  # the server's first answer, not measured
+        rows[f"xsearch query {QUERY} (warm server)"], served = _time(query, runs)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "store": store_facts,
+        "server_ready_s": round(ready_s, 2),
+        "identical_output": alone == served,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pictures", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/xsearch-bench/cold-query"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "cold_query.json")
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    result = run(args.workdir, pictures=args.pictures, runs=args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    facts = result["store"]
+    print(f"store: {facts['indexed']} pictures, {facts['model']}; fresh process, {args.runs} runs")
+    print(f"{'command':40} {'median s':>9} {'min s':>7} {'max s':>7}")
+    for name, row in result["rows"].items():
+        print(f"{name:40} {row['median_s']:9.3f} {row['min_s']:7.3f} {row['max_s']:7.3f}")
+    print(
+        f"server ready after {result['server_ready_s']} s; same output both ways: "
+        f"{result['identical_output']}; wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
