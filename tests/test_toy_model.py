@@ -122,6 +122,15 @@ def test_demo_runs_offline(tmp_path: Path) -> None:
         assert im.width > 600 and im.height > 400
 
 
+def test_demo_without_workdir_says_its_folder_is_gone(tmp_path: Path) -> None:
+    sheet = tmp_path / "sheet.png"
+    result = CliRunner().invoke(app, ["demo", "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert "temporary folder that is now removed" in result.output
+    assert "xsearch-demo-" not in result.output  # no paths into the deleted folder
+    assert sheet.is_file()
+
+
 def test_cat_segment_in_a_video(tmp_path: Path) -> None:
     """A 10-second clip with a cat only from 3.0 to 5.0 s is found, with the right segment."""
     rng = np.random.default_rng(4)

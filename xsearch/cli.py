@@ -97,6 +97,13 @@ def index(
     model: ModelOpt = None,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Image tower on a CPU: auto (bf16 where the CPU has native bf16), bf16 or "
+            "fp32 [env: XSEARCH_PRECISION]."
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per encoder batch (auto).")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")
@@ -129,7 +136,7 @@ def index(
         file_timeout=file_timeout,
         video_interval=video_interval,
     )
-    settings = _settings(store, model, checkpoint=checkpoint, device=device)
+    settings = _settings(store, model, checkpoint=checkpoint, device=device, precision=precision)
     report_fh = report.open("w", encoding="utf-8") if report else None
     try:
         result = _run_index(settings, paths, options, report_fh)
