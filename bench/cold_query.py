@@ -78,12 +78,15 @@ def _time(argv: list[str], runs: int) -> tuple[dict[str, Any], bytes]:
     return row, stdout
 
 
-def start_server(store: Path) -> tuple[subprocess.Popen[bytes], float]:
+def start_server(
+    store: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
     """`xsearch serve` on a free port; returns once it has advertised itself."""
     started = time.perf_counter()
     server = subprocess.Popen(
         [*XSEARCH, "serve", "--store", str(store), "--port", "0"],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -298,3 +298,27 @@ def test_bf16_image_tower_agrees_with_fp32(photos: Path) -> None:
     np.testing.assert_allclose(fp32.encode_texts(["x"]), bf16.encode_texts(["x"]))
     with pytest.raises(ModelError, match="Unknown precision"):
         OpenClipEncoder(get_profile(TINY), device="cpu", precision="fp8")
+
+
+def test_a_single_query_runs_on_one_openmp_thread_and_leaves_the_setting_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import faiss
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    index = FaissIndex.flat(16)
+    index.add(np.arange(500, dtype=np.int64), vectors)
+    seen: list[int] = []
+    inner = index._search
+
+    def spy(queries: npt.NDArray[np.float32], k: int) -> object:
+        seen.append(faiss.omp_get_max_threads())
+        return inner(queries, k)
+
+    monkeypatch.setattr(index, "_search", spy)
+    faiss.omp_set_num_threads(2)
+    index.search(vectors[:1], 5)
+    index.search(vectors[:50], 5)
+    assert seen == [1, 2]
+    assert faiss.omp_get_max_threads() == 2

@@ -11,7 +11,9 @@ index by rebuilding it once they pile up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,28 @@ _OPQ_TRAIN_POINTS = 32_768
 _TOMBSTONE_KINDS = frozenset({"hnsw"})
 # Kinds that faiss can copy to a GPU.
 _GPU_KINDS = frozenset({"flat", "ivf-flat", "ivf-sq8", "ivfpq"})
+# Up to this many queries at once run on one OpenMP thread (bench/README.md, *Threads*):
+# a single query gains nothing from more, and idle OpenMP workers spin against every other
+# process on a small machine (10k exact: 55 ms with two threads, 0.9 ms with one).
+_SINGLE_THREAD_QUERIES = 4
+_threads_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _threads_for(n_queries: int) -> Iterator[None]:
+    if n_queries > _SINGLE_THREAD_QUERIES:
+        yield
+        return
+    faiss = import_faiss()
+    # The thread count is process-wide; the lock keeps concurrent searches from restoring
+    # it under each other's feet.
+    with _threads_lock:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def import_faiss() -> Any:
@@ -187,6 +211,10 @@ class FaissIndex:
         self._gpu_index = None
 
     def search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
+        with _threads_for(queries.shape[0]):
+            return self._search(queries, k)
+
+    def _search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
         n_q = queries.shape[0]
         empty = (
             np.full((n_q, k), -np.inf, dtype=np.float32),
