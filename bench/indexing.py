@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def xsearch_index(
     *,
     workers: int | None = None,
     batch: int | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     cmd = [
         PY,
@@ -59,7 +60,7 @@ def xsearch_index(
     doc = json.loads(m.stdout.strip().splitlines()[-1])
     files = doc["indexed"] + doc["unchanged"]
     return {
-        "tool": "xsearch" if precision == "fp32" else f"xsearch {precision}",
+        "tool": "xsearch" if precision == "auto" else f"xsearch {precision}",
         "model": arch,
         "files": files,
         "end_to_end_s": m.seconds,
@@ -70,6 +71,21 @@ def xsearch_index(
         "workers": workers if workers is not None else "auto",
         "batch": batch if batch is not None else "auto",
     }
+
+
+def rclip_cold_query(folder: Path, datadir: Path, rclip: Path, runs: int = 5) -> dict[str, Any]:
+    """`rclip -n` (no indexing pass): a query from a fresh process, as `xsearch query` is."""
+    seconds = []
+    for _ in range(runs):
+        m = proc.run(
+            [str(rclip), "-n", "-f", "-t", "10", "a photo of a cat"],
+            cwd=folder,
+            env=rclip_env(datadir),
+        )
+        if m.returncode != 0:
+            raise RuntimeError(f"rclip failed: {m.stderr[-2000:]}")
+        seconds.append(m.seconds)
+    return {"median_s": statistics.median(seconds), "runs_s": seconds}
 
 
 def rclip_index(folder: Path, datadir: Path, rclip: Path, *, fresh: bool = True) -> dict[str, Any]:
@@ -196,6 +212,8 @@ def run(
             log(f"indexing: {row}")
         again = rclip_index(main, datadir, rclip, fresh=False)
         rows.append({"corpus": main.name, "run": "no-change re-run", **again})
+        peers["rclip_cold_query_s"] = rclip_cold_query(main, datadir, rclip)
+        log(f"indexing: rclip cold query {peers['rclip_cold_query_s']}")
         peers["rclip_images_per_s"] = theirs
         peers["ratio_fp32_vs_rclip"] = [a / b for a, b in zip(mine_fp32, theirs, strict=True)]
         peers["ratio_bf16_vs_rclip"] = [a / b for a, b in zip(mine_bf16, theirs, strict=True)]

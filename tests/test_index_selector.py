@@ -322,3 +322,42 @@ def test_a_single_query_runs_on_one_openmp_thread_and_leaves_the_setting_as_it_w
     index.search(vectors[:50], 5)
     assert seen == [1, 2]
     assert faiss.omp_get_max_threads() == 2
+
+
+def test_rebuild_index_on_demand_takes_a_kind_and_a_memory_budget(tmp_path: Path) -> None:
+    photos = tmp_path / "many"
+    for i in range(40):
+        random_image(photos / f"p{i:02d}.jpg", 2000 + i, size=(40, 30))
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    done = runner.invoke(app, ["index", str(photos), "--store", store, "--model", TINY])
+    assert done.exit_code == 0, done.output
+
+    hnsw = runner.invoke(app, ["rebuild-index", "--store", store, "--index-kind", "hnsw"])
+    assert hnsw.exit_code == 0, hnsw.output
+    assert "as hnsw: 40 vectors, recall@10" in hnsw.output
+    doc = json.loads(runner.invoke(app, ["info", "--store", store, "--json"]).output)
+    assert doc["index_kind"] == "hnsw" and doc["index_recall_at_10"] >= 0.95
+    with Engine(Settings(store=tmp_path / "store")) as engine:  # auto keeps what was built
+        assert len(engine.search("anything", limit=50)) == 40
+        assert engine.info().index_kind == "hnsw"
+
+    again = runner.invoke(app, ["rebuild-index", "--store", store])
+    assert again.exit_code == 0 and "as flat: 40 vectors (exact)" in again.output
+
+    bad = runner.invoke(app, ["rebuild-index", "--store", store, "--index-kind", "kd-tree"])
+    assert bad.exit_code == 2 and "Unknown index kind 'kd-tree'" in bad.output
+    small = runner.invoke(app, ["index", str(photos), "--store", store, "--index-memory", "1"])
+    assert small.exit_code == 2 and "at least 16 MiB" in small.output
+    budget = Settings(store=tmp_path / "store", index_memory_mb=64)
+    with Engine(budget) as engine:
+        assert engine._index_manager(engine.store()).policy.memory_budget == 64 << 20
+
+
+def test_index_settings_from_the_environment() -> None:
+    env = Settings.from_env({"XSEARCH_INDEX_KIND": "ivf", "XSEARCH_INDEX_MEMORY_MB": "512"})
+    assert env.index_kind == "ivf" and env.index_memory_mb == 512
+    with pytest.raises(ConfigError, match="XSEARCH_INDEX_MEMORY_MB must be a number"):
+        Settings.from_env({"XSEARCH_INDEX_MEMORY_MB": "1GB"})
+    with pytest.raises(ConfigError, match="Unknown index kind 'lsh'"):
+        Settings.from_env({"XSEARCH_INDEX_KIND": "lsh"})

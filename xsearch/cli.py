@@ -75,6 +75,24 @@ DeviceOpt = Annotated[
 ]
 
 
+IndexKindOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index-kind",
+        help="Vector index: auto (by size and memory budget), flat, ivf-flat, ivf-sq8, hnsw, "
+        "ivfpq, exact-torch, numpy [env: XSEARCH_INDEX_KIND].",
+    ),
+]
+IndexMemoryOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--index-memory",
+        help="MiB the automatically chosen index may use (1024) [env: XSEARCH_INDEX_MEMORY_MB].",
+        metavar="MIB",
+    ),
+]
+
+
 def _settings(store: Path | None, model: str | None = None, **extra: Any) -> Settings:
     return Settings.from_env(store=store, model=model, **extra)
 
@@ -104,6 +122,8 @@ def index(
             "fp32 [env: XSEARCH_PRECISION]."
         ),
     ] = None,
+    index_kind: IndexKindOpt = None,
+    index_memory: IndexMemoryOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per encoder batch (auto).")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")
@@ -136,7 +156,15 @@ def index(
         file_timeout=file_timeout,
         video_interval=video_interval,
     )
-    settings = _settings(store, model, checkpoint=checkpoint, device=device, precision=precision)
+    settings = _settings(
+        store,
+        model,
+        checkpoint=checkpoint,
+        device=device,
+        precision=precision,
+        index_kind=index_kind,
+        index_memory_mb=index_memory,
+    )
     report_fh = report.open("w", encoding="utf-8") if report else None
     try:
         result = _run_index(settings, paths, options, report_fh)
@@ -405,6 +433,27 @@ def _print_hits(hits: list[Any]) -> None:
         folded = f"  (+{len(h.duplicates)} similar)" if h.duplicates else ""
         table.add_row(str(rank), f"{h.score:.3f}", escape(h.path) + folded, where)
     out.print(table)
+
+
+@app.command("rebuild-index")
+def rebuild_index(
+    store: StoreOpt = None,
+    index_kind: IndexKindOpt = None,
+    index_memory: IndexMemoryOpt = None,
+) -> None:
+    """Build the vector index anew now: kind chosen again (or --index-kind), recall re-tuned."""
+    settings = _settings(store, index_kind=index_kind, index_memory_mb=index_memory)
+    started = time.perf_counter()
+    with _engine(settings) as engine:
+        info = engine.rebuild_index()
+        _print_notices(engine)
+    recall = info.index_recall_at_10
+    measured = f", recall@10 {recall:.3f}" if recall is not None else " (exact)"
+    params = f", {info.index_params}" if info.index_params else ""
+    err.print(
+        f"Rebuilt the vector index as {info.index_kind}: {info.index_vectors} vectors"
+        f"{measured}{params}, in {time.perf_counter() - started:.1f} s."
+    )
 
 
 @app.command()

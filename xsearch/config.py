@@ -40,13 +40,23 @@ class Settings:
     hub_endpoint: str = "https://huggingface.co"
     # Seconds to wait for the hub before declaring the machine offline.
     hub_probe_timeout: float = 3.0
-    # Vector index kind: "auto", "flat", "ivf", "hnsw", "ivfpq", "exact-torch", "numpy".
+    # Vector index kind: "auto" (chosen from the collection's size and the memory budget),
+    # "flat", "ivf-flat", "ivf-sq8" (alias "ivf"), "hnsw", "ivfpq", "exact-torch", "numpy".
     index_kind: str = "auto"
+    # Memory the automatically chosen vector index may take, in MiB; None: 1024.
+    index_memory_mb: int | None = None
     # Image-tower precision on a CPU: "auto" (bf16 where the CPU has native bf16, else fp32),
     # "bf16" or "fp32". GPUs always use bf16/fp16 autocast.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
+        from .index.selector import canonical_kind  # no faiss or torch: plain Python
+
+        canonical_kind(self.index_kind)
+        if self.index_memory_mb is not None and self.index_memory_mb < 16:
+            raise ConfigError(
+                f"The index memory budget must be at least 16 MiB, not {self.index_memory_mb}."
+            )
         if self.precision not in _PRECISIONS:
             raise ConfigError(
                 f"Unknown precision {self.precision!r}; use one of {', '.join(_PRECISIONS)}."
@@ -71,6 +81,13 @@ class Settings:
             values["model"] = env["XSEARCH_MODEL"]
         if env.get("XSEARCH_DEVICE"):
             values["device"] = env["XSEARCH_DEVICE"]
+        if env.get("XSEARCH_INDEX_KIND"):
+            values["index_kind"] = env["XSEARCH_INDEX_KIND"]
+        if env.get("XSEARCH_INDEX_MEMORY_MB"):
+            raw = env["XSEARCH_INDEX_MEMORY_MB"]
+            if not raw.isdigit():
+                raise ConfigError(f"XSEARCH_INDEX_MEMORY_MB must be a number of MiB, not {raw!r}.")
+            values["index_memory_mb"] = int(raw)
         if env.get("XSEARCH_PRECISION"):
             values["precision"] = env["XSEARCH_PRECISION"]
         if env.get("XSEARCH_MODEL_CACHE"):
