@@ -12,19 +12,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+WEIGHTS = Path(tempfile.gettempdir()) / "xsearch-bench-weights"
+
+
+def random_checkpoint(arch: str) -> Path:
+    """A saved random-initialised checkpoint of ``arch`` (seed 0), made once.
+
+    Users load real weights from a file, and that path (only the needed tower read from
+    the file) is the one to measure, so the bench models load from a checkpoint too.
+    """
+    path = WEIGHTS / f"{arch}.safetensors"
+    if not path.exists():
+        import open_clip
+        import torch
+        from safetensors.torch import save_file
+
+        torch.manual_seed(0)
+        model = open_clip.create_model(arch, pretrained=None)
+        WEIGHTS.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(partial))
+        partial.rename(path)
+    return path
+
 
 def bench_profile(arch: str) -> str:
-    """A random-initialised profile of an open_clip architecture (no download)."""
+    """A profile of an open_clip architecture with random weights saved in a local file."""
     from xsearch import ModelProfile, get_profile, register_profile
 
     if arch == "toy-bilingual":
         return arch
     name = f"bench-{arch}"
     config_dir = None
+    weights = None
+    if arch != "tiny":
+        weights = random_checkpoint(arch)
     if arch == "tiny":
         # The test suite's tiny random CLIP: for runs that time the plumbing, not the model.
         arch, config_dir = (
@@ -39,6 +66,7 @@ def bench_profile(arch: str) -> str:
                 name=name,
                 arch=arch,
                 config_dir=config_dir,
+                weights_file=weights,
                 tier="test",
                 languages="en",
                 description="bench",

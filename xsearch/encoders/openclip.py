@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import io
 import json
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +42,9 @@ __all__ = [
 ]
 
 
-#: Image-tower precision on a CPU: "bf16" weights, "fp32", or "auto" (bf16 where the CPU
+#: Precision of both towers' weights on a CPU: "bf16", "fp32", or "auto" (bf16 where the CPU
 #: multiplies bf16 natively, else fp32). CUDA always runs bf16 (or fp16) autocast; there the
-#: option changes nothing. The text tower is fp32 everywhere.
+#: option changes nothing.
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -286,6 +288,38 @@ def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
     return not (set(missing) & expected)
 
 
+# safetensors dtype names (https://github.com/huggingface/safetensors#format).
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _safetensors_header(file: io.BufferedReader) -> dict[str, Any]:
+    """Name -> {dtype, shape, data_offsets (from the end of the header)} of a safetensors file.
+
+    Read by hand rather than through ``safe_open``, which maps the whole file: while the
+    mapping is open, every page read through it counts as this process's memory (350 MB of
+    ViT-B-32 image weights on top of the tower itself).
+    """
+    (size,) = struct.unpack("<Q", file.read(8))
+    header: dict[str, Any] = json.loads(file.read(size))
+    header.pop("__metadata__", None)
+    for entry in header.values():
+        entry["data_offsets"] = [8 + size + int(x) for x in entry["data_offsets"]]
+    return header
+
+
+def _read_tensor(file: io.BufferedReader, entry: dict[str, Any]) -> torch.Tensor:
+    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise ValueError(f"unsupported weight dtype {entry['dtype']}")
+    start, end = entry["data_offsets"]
+    if end == start:
+        return torch.empty(entry["shape"], dtype=dtype)
+    file.seek(start)
+    buffer = bytearray(end - start)
+    file.readinto(buffer)
+    return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+
+
 def _trailing_padding_trimmed(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Drop the columns after the longest text: a query is a few tokens, not 77."""
     used = (tokens != pad_id).any(dim=0).nonzero()
@@ -337,10 +371,14 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
-def _cpu_image_dtype(precision: str) -> torch.dtype:
+def _cpu_dtype(precision: str) -> torch.dtype:
     if precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16()):
         return torch.bfloat16
     return torch.float32
+
+
+# Up to this many texts are encoded on one thread (see OpenClipEncoder._threads_for).
+_ONE_THREAD_TEXTS = 4
 
 
 class OpenClipEncoder:
@@ -370,9 +408,7 @@ class OpenClipEncoder:
         cfg = _model_config(profile)
         self._text_cfg = _local_text_cfg(cfg, self._resolved.text_dirs)
         self._vision_size = cfg.get("vision_cfg", {}).get("image_size", 224)
-        self._image_dtype = (
-            _cpu_image_dtype(precision) if self._device.type == "cpu" else torch.float32
-        )
+        self._cpu_dtype = _cpu_dtype(precision) if self._device.type == "cpu" else torch.float32
         self._model: Any = None
         self._loaded: set[str] = set()
         self._preprocess_fn: Callable[[Image.Image], torch.Tensor] | None = None
@@ -383,7 +419,7 @@ class OpenClipEncoder:
     # -- building the towers -------------------------------------------------------------
 
     def _create(
-        self, pretrained: Path | None = None
+        self, pretrained: Path | None = None, device: str = "cpu"
     ) -> tuple[Any, Callable[[Image.Image], torch.Tensor]]:
         """A whole open_clip model on the CPU: randomly initialised (seeded) or ``pretrained``."""
         import open_clip
@@ -403,7 +439,7 @@ class OpenClipEncoder:
         model, _, preprocess = open_clip.create_model_and_transforms(
             self._profile.arch,
             pretrained=str(pretrained) if pretrained else None,
-            device="cpu",
+            device=device,
             **kwargs,
         )
         return model, preprocess
@@ -418,10 +454,48 @@ class OpenClipEncoder:
             _drop_tower(model, other)
         return model
 
+    def _image_tower_from_file(self) -> tuple[Any, Callable[[Image.Image], torch.Tensor]] | None:
+        """The image tower built empty and filled from a safetensors checkpoint, tensor by tensor.
+
+        The ordinary way builds the whole model with random weights first: for ViT-B-32 that
+        is 600 MB of fp32 allocated and initialised, then overwritten, before the text tower
+        is dropped. Here the model is built on the meta device (no memory, no initialisation),
+        only the image tower gets real storage, already in its final dtype, and each weight
+        is copied in from the file. None when this model or file does not allow it.
+        """
+        path = self._resolved.checkpoint
+        if path is None or path.suffix != ".safetensors":
+            return None
+        try:
+            with torch.device("meta"):
+                model, preprocess = self._create(device="meta")
+        except Exception:  # any architecture that cannot be built without storage
+            return None
+        _drop_tower(model, TEXT)
+        visual = model.visual
+        weights = visual.state_dict(keep_vars=True)
+        if any(name not in weights for name, _ in visual.named_buffers()):
+            return None  # buffers computed at construction are not in the checkpoint
+        with path.open("rb") as checkpoint:
+            header = _safetensors_header(checkpoint)
+            if not {f"visual.{k}" for k in weights} <= header.keys():
+                return None
+            dtype = self._cpu_dtype if self._device.type == "cpu" else torch.float32
+            visual.to_empty(device="cpu").to(dtype)
+            weights = visual.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for name, tensor in weights.items():
+                    tensor.copy_(_read_tensor(checkpoint, header[f"visual.{name}"]))
+        return model, preprocess
+
     def _build_tower(self, tower: str) -> None:
         try:
-            model, preprocess = self._create()
-            model = self._load_weights(model, tower)
+            built = self._image_tower_from_file() if tower == IMAGE else None
+            if built is not None:
+                model, preprocess = built
+            else:
+                model, preprocess = self._create()
+                model = self._load_weights(model, tower)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise ModelError(
                 f"Could not load model profile {self._profile.name!r} "
@@ -433,15 +507,19 @@ class OpenClipEncoder:
             model.visual.to(self._device)
             if self._device.type == "cuda":
                 model.visual.to(memory_format=torch.channels_last)
-            elif self._image_dtype != torch.float32:
+            elif self._cpu_dtype != torch.float32:
                 # bf16 weights, not autocast: on CPUs with AVX512-BF16 the image tower runs
                 # about 2x faster (bench/README.md), while autocast re-casts the weights on
-                # every call and runs slower than fp32. The text tower stays fp32: a query is
-                # one string, and its vector is what every image is ranked against.
-                model.visual.to(self._image_dtype)
+                # every call and runs slower than fp32.
+                model.visual.to(self._cpu_dtype)
             self._preprocess_fn = preprocess
         else:
             model.to(self._device)
+            if self._device.type == "cpu" and self._cpu_dtype != torch.float32:
+                # A query's text vector in bf16 is within 0.9999 cosine of fp32 and takes
+                # half the time (bench/README.md); every text-side module is cast, the
+                # image tower (if loaded) keeps its own dtype.
+                model.to(self._cpu_dtype)
         if self._model is None:
             self._model = model
         else:
@@ -483,8 +561,8 @@ class OpenClipEncoder:
 
     @property
     def image_dtype(self) -> torch.dtype:
-        """What the image tower computes in on this device (bf16 or fp32 on a CPU)."""
-        return self._image_dtype
+        """What the towers' weights are on this device (bf16 or fp32 on a CPU)."""
+        return self._cpu_dtype
 
     @property
     def preprocess(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -507,7 +585,7 @@ class OpenClipEncoder:
             return np.zeros((0, self._dim), dtype=np.float32)
         model = self._tower(IMAGE)
         non_blocking = self._device.type == "cuda" and pixels.is_pinned()
-        batch = pixels.to(self._device, dtype=self._image_dtype, non_blocking=non_blocking)
+        batch = pixels.to(self._device, dtype=self._cpu_dtype, non_blocking=non_blocking)
         if self._device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
@@ -519,9 +597,24 @@ class OpenClipEncoder:
             return np.zeros((0, self._dim), dtype=np.float32)
         model = self._tower(TEXT)
         tokens = self._tokenizer(list(texts)).to(self._device)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self._autocast(), self._threads_for(len(texts)):
             out = _encode_text_trimmed(model, tokens)
         return l2_normalise(out.float().cpu().numpy())
+
+    @contextlib.contextmanager
+    def _threads_for(self, n_texts: int) -> Iterator[None]:
+        """One CPU thread for a query or two: its matrices are a few rows, and a second
+        OpenMP thread only spins against whatever else runs (ViT-B-32, one 12-token query,
+        beside another busy process: 35 ms on one thread, 760 ms on two)."""
+        before = torch.get_num_threads()
+        if self._device.type != "cpu" or n_texts > _ONE_THREAD_TEXTS or before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _fingerprint(profile: ModelProfile, resolved: _Resolved, text_cfg: dict[str, Any]) -> str:
