@@ -88,24 +88,7 @@ def latency(
             t = time.perf_counter()
             engine.search(text, limit=10)
             cached.append((time.perf_counter() - t) * 1e3)
-    cold = []
-    for i in range(3):
-        m = proc.run(
-            [
-                shutil.which("xsearch") or "xsearch",
-                "query",
-                f"cold query {i}",
-                "--store",
-                str(location),
-                "--paths",
-                "-n",
-                "10",
-            ],
-            env=_env(cache),
-        )
-        if m.returncode != 0:
-            raise RuntimeError(m.stderr[-2000:])
-        cold.append(m.seconds)
+    cold = _cli_query_seconds(location, cache, "cold query", 3, "--no-server")
     served = _served_cli(location, cache)
     return {
         "vectors": n,
@@ -122,30 +105,28 @@ def latency(
     }
 
 
+def _cli_query_seconds(
+    location: Path, cache: Path, label: str, runs: int, *flags: str
+) -> list[float]:
+    """Wall seconds of `xsearch query` from fresh processes, a different text each time."""
+    seconds = []
+    for i in range(runs):
+        xsearch = shutil.which("xsearch") or "xsearch"
+        argv = [xsearch, "query", f"{label} {i}", "--store", str(location), "--paths", "-n", "10"]
+        m = proc.run([*argv, *flags], env=_env(cache))
+        if m.returncode != 0:
+            raise RuntimeError(m.stderr[-2000:])
+        seconds.append(m.seconds)
+    return seconds
+
+
 def _served_cli(location: Path, cache: Path, runs: int = 5) -> dict[str, Any]:
     """The same CLI query while `xsearch serve` runs on the store (it answers instead)."""
     from .cold_query import start_server
 
     server, ready_s = start_server(location, _env(cache))
     try:
-        seconds = []
-        for i in range(runs + 1):
-            m = proc.run(
-                [
-                    shutil.which("xsearch") or "xsearch",
-                    "query",
-                    f"served query {i}",
-                    "--store",
-                    str(location),
-                    "--paths",
-                    "-n",
-                    "10",
-                ],
-                env=_env(cache),
-            )
-            if m.returncode != 0:
-                raise RuntimeError(m.stderr[-2000:])
-            seconds.append(m.seconds)
+        seconds = _cli_query_seconds(location, cache, "served query", runs + 1)
     finally:
         server.terminate()
         server.wait(timeout=60)
