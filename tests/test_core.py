@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -253,3 +255,28 @@ def test_no_change_run_never_loads_the_model(tmp_path: Path, photos: Path) -> No
         assert report.counts["unchanged"] == 7
         assert engine._encoder is None
     assert (store / "index.faiss").stat().st_mtime_ns == saved, "a no-change run rewrote the index"
+
+
+def test_commands_that_need_no_model_do_not_import_torch(tmp_path: Path, photos: Path) -> None:
+    """A re-run with nothing new and `info` stay clear of torch and open_clip (seconds)."""
+    store = tmp_path / "store"
+    with Engine(Settings(store=store, model=TINY)) as engine:
+        engine.index([photos])
+    probe = (
+        "import sys\n"
+        "from tests.conftest import _register_tiny\n"
+        "_register_tiny()\n"
+        "from xsearch.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    for argv in (["index", str(photos), "--store", str(store)], ["info", "--store", str(store)]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "False False", (argv, done.stdout, done.stderr)

@@ -14,7 +14,6 @@ import numpy as np
 
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
-from .encoders.openclip import HubOptions, OpenClipEncoder
 from .encoders.profiles import DEFAULT_PROFILE, get_profile
 from .errors import ConfigError, ModelMismatchError, QueryError, StoreNotFoundError
 from .filters import SearchFilters
@@ -135,6 +134,10 @@ class Engine:
     def encoder(self) -> Encoder:
         """The model, loaded on first use (commands that need no model never pay for it)."""
         if self._encoder is None:
+            # Imported here: torch and open_clip take seconds to import, and most commands
+            # (a re-run with nothing new, info, a query answered from the cache) need no model.
+            from .encoders.openclip import HubOptions, OpenClipEncoder
+
             profile = get_profile(self.profile_name())
             self._encoder = OpenClipEncoder(
                 profile,

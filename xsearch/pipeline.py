@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
 
 from .encoders.base import Encoder, Vectors
@@ -23,9 +23,15 @@ from .media.images import decode_image, display
 from .media.sniff import sniff
 from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, probe_video, sample_frames
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used, not here: a re-run that finds nothing to decode (and
+# every command that only reads the store) then never pays for importing it (1.5 s).
+
 __all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
 
-Preprocess = Callable[[Image.Image], torch.Tensor]
+Preprocess = Callable[[Image.Image], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,8 @@ def _decode_video(
     out.width, out.height, out.fps = info.width, info.height, info.fps
     if info.width * info.height > opts.max_pixels:
         raise MediaError(display(item.path), "too-large", f"{info.width}×{info.height} frames")
+    import torch
+
     tensors: list[torch.Tensor] = []
     stamps: list[float] = []
     for frame in frames:
@@ -201,6 +209,8 @@ def _truncation_slack(opts: DecodeOptions) -> float:
 
 def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
     """Encode the frames of several decoded files in one encoder call; one array per file."""
+    import torch
+
     tensors = [d.pixels for d in batch if d.pixels is not None and d.frames]
     if not tensors:
         return [encoder.encode_images(torch.zeros(0)) for _ in batch]
@@ -213,7 +223,9 @@ def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
     return out
 
 
-class _DecodeDataset(torch.utils.data.Dataset[Decoded]):
+class _DecodeDataset:
+    """A map-style dataset for torch's DataLoader (which needs only these two methods)."""
+
     def __init__(
         self, items: Sequence[WorkItem], preprocess: Preprocess, opts: DecodeOptions
     ) -> None:
@@ -233,6 +245,8 @@ def _identity(x: Decoded) -> Decoded:
 
 
 def _worker_init(_worker_id: int) -> None:
+    import torch
+
     # Each worker decodes one file at a time; torch's own thread pool would only contend.
     torch.set_num_threads(1)
 
@@ -250,8 +264,11 @@ def iter_decoded(
         for item in items:
             yield decode_item(item, preprocess, opts)
         return
+    import torch
+
+    dataset: Any = _DecodeDataset(items, preprocess, opts)
     loader = torch.utils.data.DataLoader(
-        _DecodeDataset(items, preprocess, opts),
+        dataset,
         batch_size=None,
         num_workers=workers,
         collate_fn=_identity,  # type: ignore[arg-type]

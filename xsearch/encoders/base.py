@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # the port itself needs no torch; its adapters import it
+    import torch
 
 __all__ = ["Encoder", "Vectors", "l2_normalise"]
 
