@@ -136,7 +136,7 @@ def index_end_to_end(folder: Path, device: str, arch: str) -> dict[str, Any]:
     try:
         with Engine(Settings(store=store, model=bench_profile(arch), device=device)) as engine:
             started = time.perf_counter()
-            _ = engine.encoder
+            _ = engine.encoder.preprocess  # builds and loads the image tower
             load_s = time.perf_counter() - started
             started = time.perf_counter()
             report = engine.index([folder], IndexOptions())
