@@ -8,7 +8,6 @@ embed and commit, as a user experiences it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -36,28 +35,13 @@ def xsearch_index(
     batch: int | None = None,
     precision: str = "auto",
 ) -> dict[str, Any]:
-    cmd = [
-        PY,
-        "-m",
-        "bench.child",
-        "index",
-        "--arch",
-        arch,
-        "--photos",
-        str(folder),
-        "--store",
-        str(store),
-        "--precision",
-        precision,
-    ]
+    args = ["--arch", arch, "--photos", str(folder), "--store", str(store)]
+    args += ["--precision", precision]
     if workers is not None:
-        cmd += ["--workers", str(workers)]
+        args += ["--workers", str(workers)]
     if batch is not None:
-        cmd += ["--batch", str(batch)]
-    m = proc.run(cmd, cwd=Path(__file__).parent.parent)
-    if m.returncode != 0:
-        raise RuntimeError(f"xsearch child failed: {m.stderr[-2000:]}")
-    doc = json.loads(m.stdout.strip().splitlines()[-1])
+        args += ["--batch", str(batch)]
+    m, doc = proc.run_child("index", *args)
     files = doc["indexed"] + doc["unchanged"]
     return {
         "tool": "xsearch" if precision == "auto" else f"xsearch {precision}",
@@ -118,24 +102,9 @@ def _toy_available() -> bool:
 def decode_paths(folder: Path, limit: int) -> list[dict[str, Any]]:
     rows = []
     for label, draft in (("PIL full decode", 0), ("PIL JPEG draft (≥512 px)", 512)):
-        m = proc.run(
-            [
-                PY,
-                "-m",
-                "bench.child",
-                "decode",
-                "--photos",
-                str(folder),
-                "--draft",
-                str(draft),
-                "--limit",
-                str(limit),
-            ],
-            cwd=Path(__file__).parent.parent,
+        _, doc = proc.run_child(
+            "decode", "--photos", str(folder), "--draft", str(draft), "--limit", str(limit)
         )
-        if m.returncode != 0:
-            raise RuntimeError(m.stderr[-2000:])
-        doc = json.loads(m.stdout.strip().splitlines()[-1])
         rows.append({"decode_path": label, **doc})
     rows.append(
         {"decode_path": "torchvision nvJPEG (GPU)", "skipped": "needs CUDA: run bench/gpu.sh"}

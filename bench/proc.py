@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,15 @@ def run(
         done.set()
         sampler.join()
     return Measured(time.perf_counter() - started, peak, proc.returncode, stdout, stderr)
+
+
+def run_child(*args: str) -> tuple[Measured, dict[str, Any]]:
+    """`python -m bench.child ARGS` from the repository root: its measurement and its JSON."""
+    import json
+    import sys
+
+    m = run([sys.executable, "-m", "bench.child", *args], cwd=Path(__file__).parent.parent)
+    if m.returncode != 0:
+        raise RuntimeError(f"bench.child {args[0]} failed: {m.stderr[-2000:]}")
+    doc: dict[str, Any] = json.loads(m.stdout.strip().splitlines()[-1])
+    return m, doc

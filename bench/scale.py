@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -163,23 +162,9 @@ def reindex(n_files: int, workdir: Path, *, log: Any = print) -> dict[str, Any]:
     if not (store / "index.json").exists():
         shutil.rmtree(store, ignore_errors=True)
         # The first run only has to fill the store: the tiny test model keeps it quick.
-        m = proc.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.child",
-                "index",
-                "--arch",
-                "tiny",
-                "--photos",
-                str(folder),
-                "--store",
-                str(store),
-            ],
-            cwd=Path(__file__).parent.parent,
+        m, _ = proc.run_child(
+            "index", "--arch", "tiny", "--photos", str(folder), "--store", str(store)
         )
-        if m.returncode != 0:
-            raise RuntimeError(m.stderr[-2000:])
         first = {"seconds": m.seconds, "files_per_s": n_files / m.seconds, "peak_mb": m.peak_mb}
         log(f"scale: first index of {n_files}: {first}")
     runs = []
