@@ -105,3 +105,20 @@ def test_an_unknown_precision_names_the_setting() -> None:
     with pytest.raises(ConfigError, match="Unknown precision 'fp8'"):
         Settings(precision="fp8")
     assert Settings.from_env({"XSEARCH_PRECISION": "fp32"}).precision == "fp32"
+
+
+def test_a_truncated_checkpoint_is_a_clear_model_error(tmp_path: Path) -> None:
+    from xsearch.errors import ModelError
+
+    toy = get_profile("toy-bilingual")
+    assert toy.weights_file is not None
+    data = toy.weights_file.read_bytes()
+    broken = tmp_path / "toy.safetensors"
+    broken.write_bytes(data[: len(data) // 2])
+    encoder = OpenClipEncoder(toy, device="cpu", checkpoint=broken)
+    with pytest.raises(ModelError, match="truncated"):
+        encoder.encode_images(torch.zeros(1, 3, encoder.input_size, encoder.input_size))
+    not_weights = tmp_path / "notes.safetensors"
+    not_weights.write_bytes(b"hello")
+    with pytest.raises(ModelError, match="is not a safetensors file"):
+        OpenClipEncoder(toy, device="cpu", checkpoint=not_weights).encode_texts(["x"])

@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,14 +273,13 @@ def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
     """
     if path.suffix != ".safetensors":
         return False
-    from safetensors import safe_open
-
     parts = _tower_parts(model, tower)
-    with safe_open(str(path), framework="pt") as checkpoint:
-        names: list[str] = checkpoint.keys()
-        state = {
-            k: checkpoint.get_tensor(k) for k in names if _belongs_to(k, parts) or "." not in k
-        }
+    with path.open("rb") as checkpoint:
+        header = _safetensors_header(checkpoint)
+        wanted = {k: e for k, e in header.items() if _belongs_to(k, parts) or "." not in k}
+        if not _readable(wanted.values()):
+            return False
+        state = {k: _read_tensor(checkpoint, e) for k, e in wanted.items()}
     expected = {k for k in model.state_dict() if _belongs_to(k, parts)}
     if not expected or not expected <= state.keys():
         return False
@@ -288,8 +287,18 @@ def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
     return not (set(missing) & expected)
 
 
+# The format caps its JSON header at 100 MB.
+_MAX_HEADER_BYTES = 100_000_000
 # safetensors dtype names (https://github.com/huggingface/safetensors#format).
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_SAFETENSORS_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _safetensors_header(file: io.BufferedReader) -> dict[str, Any]:
@@ -299,7 +308,10 @@ def _safetensors_header(file: io.BufferedReader) -> dict[str, Any]:
     mapping is open, every page read through it counts as this process's memory (350 MB of
     ViT-B-32 image weights on top of the tower itself).
     """
-    (size,) = struct.unpack("<Q", file.read(8))
+    raw = file.read(8)
+    (size,) = struct.unpack("<Q", raw) if len(raw) == 8 else (-1,)
+    if not 0 < size <= _MAX_HEADER_BYTES:
+        raise OSError(f"{file.name} is not a safetensors file")
     header: dict[str, Any] = json.loads(file.read(size))
     header.pop("__metadata__", None)
     for entry in header.values():
@@ -307,16 +319,20 @@ def _safetensors_header(file: io.BufferedReader) -> dict[str, Any]:
     return header
 
 
+def _readable(entries: Iterable[dict[str, Any]]) -> bool:
+    """Whether every tensor is of a dtype :func:`_read_tensor` knows."""
+    return all(entry["dtype"] in _SAFETENSORS_DTYPES for entry in entries)
+
+
 def _read_tensor(file: io.BufferedReader, entry: dict[str, Any]) -> torch.Tensor:
-    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
-    if dtype is None:
-        raise ValueError(f"unsupported weight dtype {entry['dtype']}")
+    dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
     start, end = entry["data_offsets"]
     if end == start:
         return torch.empty(entry["shape"], dtype=dtype)
     file.seek(start)
     buffer = bytearray(end - start)
-    file.readinto(buffer)
+    if file.readinto(buffer) != len(buffer):
+        raise OSError(f"{file.name} ends before its weights do: the file is truncated")
     return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
 
 
@@ -478,7 +494,8 @@ class OpenClipEncoder:
             return None  # buffers computed at construction are not in the checkpoint
         with path.open("rb") as checkpoint:
             header = _safetensors_header(checkpoint)
-            if not {f"visual.{k}" for k in weights} <= header.keys():
+            names = {f"visual.{k}" for k in weights}
+            if not names <= header.keys() or not _readable(header[n] for n in names):
                 return None
             dtype = self._cpu_dtype if self._device.type == "cpu" else torch.float32
             visual.to_empty(device="cpu").to(dtype)
