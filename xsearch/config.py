@@ -19,7 +19,9 @@ __all__ = ["DEFAULT_STORE", "IndexOptions", "Settings"]
 DEFAULT_STORE = Path("index_data")
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
-_PRECISIONS = ("auto", "fp32", "bf16")
+#: Precision of the towers' weights on a CPU: "auto" (bf16 where the CPU multiplies bf16
+#: natively, else fp32), "fp32" or "bf16". CUDA always runs bf16 (or fp16) autocast.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,8 +47,7 @@ class Settings:
     index_kind: str = "auto"
     # Memory the automatically chosen vector index may take, in MiB; None: 1024.
     index_memory_mb: int | None = None
-    # Image-tower precision on a CPU: "auto" (bf16 where the CPU has native bf16, else fp32),
-    # "bf16" or "fp32". GPUs always use bf16/fp16 autocast.
+    # Precision of both towers on a CPU, one of PRECISIONS.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
@@ -57,9 +58,9 @@ class Settings:
             raise ConfigError(
                 f"The index memory budget must be at least 16 MiB, not {self.index_memory_mb}."
             )
-        if self.precision not in _PRECISIONS:
+        if self.precision not in PRECISIONS:
             raise ConfigError(
-                f"Unknown precision {self.precision!r}; use one of {', '.join(_PRECISIONS)}."
+                f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}."
             )
         if self.device not in _DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import PRECISIONS
 from ..errors import ModelError, ModelUnavailableError
 from .base import Vectors, l2_normalise
 from .hub import (
@@ -40,12 +41,6 @@ __all__ = [
     "pick_device",
     "required_hub_files",
 ]
-
-
-#: Precision of both towers' weights on a CPU: "bf16", "fp32", or "auto" (bf16 where the CPU
-#: multiplies bf16 natively, else fp32). CUDA always runs bf16 (or fp16) autocast; there the
-#: option changes nothing.
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -497,8 +492,7 @@ class OpenClipEncoder:
             names = {f"visual.{k}" for k in weights}
             if not names <= header.keys() or not _readable(header[n] for n in names):
                 return None
-            dtype = self._cpu_dtype if self._device.type == "cpu" else torch.float32
-            visual.to_empty(device="cpu").to(dtype)
+            visual.to_empty(device="cpu").to(self._cpu_dtype)  # fp32 unless on a bf16 CPU
             weights = visual.state_dict(keep_vars=True)
             with torch.no_grad():
                 for name, tensor in weights.items():
@@ -520,23 +514,17 @@ class OpenClipEncoder:
                 "matches the profile's architecture."
             ) from exc
         model.eval()
+        # bf16 weights on a bf16 CPU, not autocast: the towers run about twice as fast
+        # (bench/README.md) and agree with fp32 to a cosine of 0.9999, while autocast re-casts
+        # the weights on every call and runs slower than fp32. Elsewhere this is fp32.
         if tower == IMAGE:
-            model.visual.to(self._device)
+            # Only the tower: the rest of a model built on the meta device has no storage.
+            model.visual.to(self._device, self._cpu_dtype)
             if self._device.type == "cuda":
                 model.visual.to(memory_format=torch.channels_last)
-            elif self._cpu_dtype != torch.float32:
-                # bf16 weights, not autocast: on CPUs with AVX512-BF16 the image tower runs
-                # about 2x faster (bench/README.md), while autocast re-casts the weights on
-                # every call and runs slower than fp32.
-                model.visual.to(self._cpu_dtype)
             self._preprocess_fn = preprocess
         else:
-            model.to(self._device)
-            if self._device.type == "cpu" and self._cpu_dtype != torch.float32:
-                # A query's text vector in bf16 is within 0.9999 cosine of fp32 and takes
-                # half the time (bench/README.md); every text-side module is cast, the
-                # image tower (if loaded) keeps its own dtype.
-                model.to(self._cpu_dtype)
+            model.to(self._device, self._cpu_dtype)
         if self._model is None:
             self._model = model
         else:
