@@ -118,8 +118,8 @@ def index(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="Image tower on a CPU: auto (bf16 where the CPU has native bf16), bf16 or "
-            "fp32 [env: XSEARCH_PRECISION]."
+            help="Both towers' weights on a CPU: auto (bf16 where the CPU has native bf16), "
+            "bf16 or fp32 [env: XSEARCH_PRECISION]."
         ),
     ] = None,
     index_kind: IndexKindOpt = None,
