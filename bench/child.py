@@ -1,6 +1,7 @@
 """Work the benchmarks time in a fresh process (so start-up and peak memory are honest).
 
-    python -m bench.child index --arch ViT-B-32-256 --photos DIR --store DIR
+    python -m bench.child index --arch ViT-B-32-256 --photos DIR --store DIR [--cache DIR]
+    python -m bench.child prepare --arch ViT-B-32 --store DIR --cache DIR
     python -m bench.child decode --photos DIR --draft 512
     python -m bench.child encode --arch ViT-B-32 --precision bf16
 
@@ -80,7 +81,11 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
 
     profile = bench_profile(args.arch)
     settings = Settings(
-        store=Path(args.store), model=profile, device="cpu", precision=args.precision
+        store=Path(args.store),
+        model=profile,
+        device="cpu",
+        precision=args.precision,
+        cache_dir=Path(args.cache) if args.cache else None,
     )
     with Engine(settings) as engine:
         started = time.perf_counter()
@@ -88,11 +93,39 @@ def cmd_index(args: argparse.Namespace) -> dict[str, Any]:
             [Path(args.photos)], IndexOptions(workers=args.workers, batch_size=args.batch)
         )
         index_s = time.perf_counter() - started
+        encoder = engine._encoder
+        images_by = getattr(encoder, "image_precision", None) if encoder is not None else None
     return {
         "index_s": index_s,
         "indexed": report.counts["indexed"],
         "unchanged": report.counts["unchanged"],
         "failed": report.counts["failed"],
+        "images_by": images_by,
+    }
+
+
+def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Make (or find) the int8 export of a model, as the first indexing run would."""
+    from xsearch import Engine, Settings
+
+    settings = Settings(
+        store=Path(args.store),
+        model=bench_profile(args.arch),
+        device="cpu",
+        cache_dir=Path(args.cache),
+    )
+    started = time.perf_counter()
+    with Engine(settings) as engine:
+        encoder: Any = engine.encoder
+        encoder.preprocess  # noqa: B018 - resolving the image path makes the export
+        export = encoder.export
+    return {
+        "seconds": time.perf_counter() - started,
+        "images_by": encoder.image_precision,
+        "export_seconds": export.export_seconds if export else None,
+        "agreement": export.agreement.__dict__ if export else None,
+        "int8_images_per_s_probe": export.int8_images_per_s if export else None,
+        "fp32_images_per_s_probe": export.fp32_images_per_s if export else None,
     }
 
 
@@ -171,7 +204,12 @@ def main() -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="fp32")
+    p.add_argument("--cache", default=None)
+    p = sub.add_parser("prepare")
+    p.add_argument("--arch", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--cache", required=True)
     p = sub.add_parser("decode")
     p.add_argument("--photos", required=True)
     p.add_argument("--draft", type=int, default=0)
@@ -185,7 +223,12 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=50)
     p.add_argument("--vectors-out", required=True)
     args = parser.parse_args()
-    handler = {"index": cmd_index, "decode": cmd_decode, "encode": cmd_encode}[args.cmd]
+    handler = {
+        "index": cmd_index,
+        "prepare": cmd_prepare,
+        "decode": cmd_decode,
+        "encode": cmd_encode,
+    }[args.cmd]
     print(json.dumps(handler(args)))
 
 

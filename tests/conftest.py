@@ -46,8 +46,22 @@ def _register_tiny() -> None:
 _register_tiny()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """xsearch's own cache (int8 exports), shared by the tests: each model is exported once,
+    and never into the user's home. Session-wide, so module fixtures use it too."""
+    cache = tmp_path_factory.mktemp("xsearch-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        # The CLI reads the variable (also in subprocesses); Settings() the default.
+        patch.setenv("XSEARCH_CACHE", str(cache))
+        patch.setattr("xsearch.config.default_cache_dir", lambda: cache)
+        yield cache
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_cache: Path
+) -> Iterator[Path]:
     """Every test runs in its own folder, with no xsearch state from the environment."""
     for var in (
         "XSEARCH_HOME",

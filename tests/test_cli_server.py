@@ -105,6 +105,12 @@ def stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_cache(session_cache: Path) -> None:
+    # The subprocesses export models into the tests' cache, not the user's.
+    ENV["XSEARCH_CACHE"] = str(session_cache)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("served")

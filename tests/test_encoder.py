@@ -83,7 +83,8 @@ def test_a_checkpoint_that_is_not_safetensors_takes_open_clip_s_loader(tmp_path:
 def test_indexing_loads_only_the_image_tower_and_a_text_query_only_the_text_tower(
     photos: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(store=tmp_path / "store", model=TINY, device="cpu")
+    # The torch encoder's towers (fp32: the int8 path encodes images without torch).
+    settings = Settings(store=tmp_path / "store", model=TINY, device="cpu", precision="fp32")
     with Engine(settings) as engine:
         engine.index([photos])
         assert engine.encoder.loaded_towers() == {"image"}  # type: ignore[attr-defined]

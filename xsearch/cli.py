@@ -118,8 +118,9 @@ def index(
     precision: Annotated[
         str | None,
         typer.Option(
-            help="Both towers' weights on a CPU: auto (bf16 where the CPU has native bf16), "
-            "bf16 or fp32 [env: XSEARCH_PRECISION]."
+            help="How a CPU encodes: auto (images by an int8 ONNX tower where it agrees "
+            "with fp32, checked once per model; else bf16 where the CPU has native bf16, "
+            "else fp32), int8, bf16 or fp32 [env: XSEARCH_PRECISION]."
         ),
     ] = None,
     index_kind: IndexKindOpt = None,

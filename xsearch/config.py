@@ -13,15 +13,22 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_STORE", "IndexOptions", "Settings"]
+__all__ = ["DEFAULT_STORE", "IndexOptions", "Settings", "default_cache_dir"]
 
 #: Where the store lives when neither --store nor XSEARCH_HOME says otherwise.
 DEFAULT_STORE = Path("index_data")
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
-#: Precision of the towers' weights on a CPU: "auto" (bf16 where the CPU multiplies bf16
-#: natively, else fp32), "fp32" or "bf16". CUDA always runs bf16 (or fp16) autocast.
-PRECISIONS = ("auto", "fp32", "bf16")
+#: Precision of the towers on a CPU: "fp32", "bf16" weights, or "int8" (the image tower as
+#: an int8 ONNX Runtime session, texts in "auto"); "auto" is int8 for images where the
+#: model's int8 tower agrees with fp32 (checked once per model), else bf16 where the CPU
+#: multiplies bf16 natively, else fp32. CUDA always runs bf16 (or fp16) autocast.
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def default_cache_dir() -> Path:
+    """Where xsearch keeps what it derives from models (``~/.cache/xsearch``)."""
+    return Path.home() / ".cache" / "xsearch"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +56,8 @@ class Settings:
     index_memory_mb: int | None = None
     # Precision of both towers on a CPU, one of PRECISIONS.
     precision: str = "auto"
+    # xsearch's own cache (int8 exports of image towers); None: ~/.cache/xsearch.
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         from .index.selector import canonical_kind  # no faiss or torch: plain Python
@@ -61,6 +70,11 @@ class Settings:
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}."
+            )
+        if self.precision == "int8" and self.device not in ("auto", "cpu"):
+            raise ConfigError(
+                f"--precision int8 runs the image tower on the CPU, not on {self.device!r}; "
+                "use --device cpu, or another precision."
             )
         if self.device not in _DEVICES and not self.device.startswith("cuda:"):
             raise ConfigError(
@@ -91,12 +105,19 @@ class Settings:
             values["index_memory_mb"] = int(raw)
         if env.get("XSEARCH_PRECISION"):
             values["precision"] = env["XSEARCH_PRECISION"]
+        if env.get("XSEARCH_CACHE"):
+            values["cache_dir"] = Path(env["XSEARCH_CACHE"])
         if env.get("XSEARCH_MODEL_CACHE"):
             values["model_cache_dir"] = Path(env["XSEARCH_MODEL_CACHE"])
         if env.get("HF_ENDPOINT"):
             values["hub_endpoint"] = env["HF_ENDPOINT"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """``cache_dir``, or the per-user default."""
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     def with_(self, **changes: object) -> Settings:
         """A copy with some fields changed."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -14,8 +15,14 @@ import numpy as np
 
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
-from .encoders.profiles import DEFAULT_PROFILE, get_profile
-from .errors import ConfigError, ModelMismatchError, QueryError, StoreNotFoundError
+from .encoders.onnx_image import (
+    Int8ImageEncoder,
+    TowerExport,
+    export_directory,
+    onnxruntime_available,
+)
+from .encoders.profiles import DEFAULT_PROFILE, ModelProfile, get_profile
+from .errors import ConfigError, ModelError, ModelMismatchError, QueryError, StoreNotFoundError
 from .filters import SearchFilters
 from .hits import SearchHit
 from .imagequery import load_query_image
@@ -78,6 +85,7 @@ class Engine:
         self._embed_lock = threading.RLock()
         # The vectors of recently used filters (a server repeats them).
         self._subsets = SubsetCache()
+        self._encoder_notices: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -134,23 +142,90 @@ class Engine:
     def encoder(self) -> Encoder:
         """The model, loaded on first use (commands that need no model never pay for it)."""
         if self._encoder is None:
-            # Imported here: torch and open_clip take seconds to import, and most commands
-            # (a re-run with nothing new, info, a query answered from the cache) need no model.
-            from .encoders.openclip import HubOptions, OpenClipEncoder
-
-            profile = get_profile(self.profile_name())
-            self._encoder = OpenClipEncoder(
-                profile,
-                checkpoint=self.settings.checkpoint,
-                device=self.settings.device,
-                precision=self.settings.precision,
-                hub=HubOptions(
-                    cache_dir=self.settings.model_cache_dir,
-                    endpoint=self.settings.hub_endpoint,
-                    probe_timeout=self.settings.hub_probe_timeout,
-                ),
-            )
+            self._encoder = self._assemble_encoder()
         return self._encoder
+
+    def _assemble_encoder(self) -> Encoder:
+        """The int8 image path where it applies (see ``onnx_image.py``), else torch's."""
+        profile = get_profile(self.profile_name())
+        if not self._int8_wanted():
+            return self._torch_encoder(profile)
+        directory = export_directory(
+            self.settings.resolved_cache_dir, profile.name, self.settings.checkpoint
+        )
+        built: list[Encoder] = []
+
+        def torch_encoder() -> Encoder:
+            if not built:
+                built.append(self._torch_encoder(profile))
+            return built[0]
+
+        # Where a GPU may be there, torch is asked where it would run (not the CPU: no int8).
+        ask_torch = self.settings.device == "auto" and self.settings.precision == "auto"
+        cached = None if ask_torch and _accelerator_likely() else _current_export(directory)
+        if cached is not None:
+            # Everything an indexing run needs is in the record: torch is never imported.
+            identity = (cached.profile, cached.fingerprint, cached.dim, cached.preprocess.size)
+        else:
+            first = torch_encoder()
+            if getattr(getattr(first, "device", None), "type", "cpu") != "cpu":
+                return first
+            identity = (first.profile_name, first.fingerprint, first.dim, _input_size(first))
+
+        def prepare(again: bool) -> TowerExport:
+            export = None if again else _current_export(directory)
+            if export is None:
+                from .encoders.onnx_export import make_int8_export
+                from .encoders.openclip import OpenClipEncoder
+
+                source = torch_encoder()
+                assert isinstance(source, OpenClipEncoder)
+                export = make_int8_export(source, directory)
+                self._encoder_notices.append(
+                    f"Prepared the int8 image tower of {export.profile} for this CPU in "
+                    f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it is "
+                    f"cached in {directory}."
+                )
+            return export
+
+        name, fingerprint, dim, size = identity
+        return Int8ImageEncoder(
+            profile_name=name,
+            fingerprint=fingerprint,
+            dim=dim,
+            input_size=size,
+            prepare=prepare,
+            torch_encoder=torch_encoder,
+            forced=self.settings.precision == "int8",
+        )
+
+    def _int8_wanted(self) -> bool:
+        precision, device = self.settings.precision, self.settings.device
+        if precision == "int8":
+            if not onnxruntime_available():
+                raise ModelError(
+                    "--precision int8 needs ONNX Runtime, which is not installed: "
+                    "pip install onnxruntime onnx."
+                )
+            return True
+        return precision == "auto" and device in ("auto", "cpu") and onnxruntime_available()
+
+    def _torch_encoder(self, profile: ModelProfile) -> Encoder:
+        # Imported here: torch and open_clip take seconds to import, and most commands
+        # (a re-run with nothing new, info, a query answered from the cache) need no model.
+        from .encoders.openclip import HubOptions, OpenClipEncoder
+
+        return OpenClipEncoder(
+            profile,
+            checkpoint=self.settings.checkpoint,
+            device=self.settings.device,
+            precision=self.settings.precision,
+            hub=HubOptions(
+                cache_dir=self.settings.model_cache_dir,
+                endpoint=self.settings.hub_endpoint,
+                probe_timeout=self.settings.hub_probe_timeout,
+            ),
+        )
 
     def _claim_store_for_encoder(self, store: Store) -> StoreModel:
         """Record the encoder as the store's model, or check that it is the one recorded."""
@@ -203,8 +278,10 @@ class Engine:
 
     @property
     def notices(self) -> list[str]:
-        """Things a user should be told: index repairs and rebuilds."""
-        return list(self._index.notices) if self._index is not None else []
+        """Things a user should be told: index repairs and rebuilds, model preparation."""
+        found = list(self._encoder_notices)
+        found += getattr(self._encoder, "notices", [])
+        return found + (list(self._index.notices) if self._index is not None else [])
 
     # -- indexing --------------------------------------------------------------------------
 
@@ -273,7 +350,7 @@ class Engine:
             encoder = self._query_encoder()
             size = getattr(encoder, "input_size", None)
             picture = load_query_image(image, draft_size=int(size) * 2 if size else None)
-            vectors = encoder.encode_images(encoder.preprocess(picture).unsqueeze(0))
+            vectors = encoder.encode_images(encoder.preprocess(picture)[None])
             first: Vectors = vectors[0]
             return first
 
@@ -413,3 +490,23 @@ class Engine:
 
     def info_json(self) -> str:
         return json.dumps(self.info().to_json(), indent=2)
+
+
+def _current_export(directory: Path) -> TowerExport | None:
+    export = TowerExport.load(directory)
+    return export if export is not None and export.current() else None
+
+
+def _input_size(encoder: Encoder) -> int:
+    return int(getattr(encoder, "input_size", 224))
+
+
+def _accelerator_likely() -> bool:
+    """Whether torch might pick a GPU, guessed without importing torch (1.5 s).
+
+    A CUDA or ROCm driver exposes device nodes; on macOS torch may pick MPS. Where this
+    says yes, torch is asked, and the int8 CPU path is taken only if it answers "cpu".
+    """
+    if sys.platform == "darwin":
+        return True
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .encoders.base import Encoder, Vectors
@@ -23,15 +24,15 @@ from .media.images import decode_image, display
 from .media.sniff import sniff
 from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, probe_video, sample_frames
 
-if TYPE_CHECKING:
-    import torch
-
 # torch is imported where it is used, not here: a re-run that finds nothing to decode (and
 # every command that only reads the store) then never pays for importing it (1.5 s).
 
 __all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
 
-Preprocess = Callable[[Image.Image], "torch.Tensor"]
+# A preprocessed picture, (3, H, W) float32: a torch tensor (open_clip's transform) or a numpy
+# array (the torch-free transform of the int8 path). Batches stack whichever it is.
+Pixels = Any
+Preprocess = Callable[[Image.Image], Pixels]
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Decoded:
     key: int
     path: bytes
     media_type: str = "image"
-    pixels: torch.Tensor | None = None
+    pixels: Pixels | None = None
     # (t, t_start, t_end) per frame; None for still images.
     times: list[tuple[float | None, float | None, float | None]] = field(default_factory=list)
     content_hash: str = ""
@@ -151,7 +152,7 @@ def _decode_still(
 ) -> None:
     img = decode_image(item.path, max_pixels=opts.max_pixels, draft_size=opts.draft_size)
     out.media_type = "image"
-    out.pixels = preprocess(img.image).unsqueeze(0)
+    out.pixels = preprocess(img.image)[None]
     out.times = [(None, None, None)]
     out.width, out.height, out.captured_at = img.width, img.height, img.captured_at
     if img.partial:
@@ -167,9 +168,7 @@ def _decode_video(
     out.width, out.height, out.fps = info.width, info.height, info.fps
     if info.width * info.height > opts.max_pixels:
         raise MediaError(display(item.path), "too-large", f"{info.width}×{info.height} frames")
-    import torch
-
-    tensors: list[torch.Tensor] = []
+    tensors: list[Pixels] = []
     stamps: list[float] = []
     for frame in frames:
         tensors.append(preprocess(frame.image))
@@ -194,7 +193,7 @@ def _decode_video(
         end = last + step
         out.partial_note = state.notes[0]
     out.duration = max(end, stamps[-1])
-    out.pixels = torch.stack(tensors)
+    out.pixels = _concat([t[None] for t in tensors])
     bounds = [*stamps[1:], out.duration]
     out.times = [(t, t, t_end) for t, t_end in zip(stamps, bounds, strict=True)]
 
@@ -209,18 +208,26 @@ def _truncation_slack(opts: DecodeOptions) -> float:
 
 def embed_decoded(encoder: Encoder, batch: Sequence[Decoded]) -> list[Vectors]:
     """Encode the frames of several decoded files in one encoder call; one array per file."""
-    import torch
-
     tensors = [d.pixels for d in batch if d.pixels is not None and d.frames]
     if not tensors:
-        return [encoder.encode_images(torch.zeros(0)) for _ in batch]
-    vectors = encoder.encode_images(torch.cat(tensors))
+        empty = np.zeros((0, encoder.dim), dtype=np.float32)
+        return [empty for _ in batch]
+    vectors = encoder.encode_images(_concat(tensors))
     out: list[Vectors] = []
     offset = 0
     for d in batch:
         out.append(vectors[offset : offset + d.frames])
         offset += d.frames
     return out
+
+
+def _concat(batches: list[Pixels]) -> Pixels:
+    """Join along dim 0: numpy arrays with numpy (no torch import), tensors with torch."""
+    if all(isinstance(b, np.ndarray) for b in batches):
+        return np.concatenate(batches)
+    import torch
+
+    return torch.cat(batches)
 
 
 class _DecodeDataset:

@@ -113,11 +113,12 @@ class Advert:
 
 
 def settings_key(settings: Settings) -> dict[str, str]:
-    """The settings that make two engines answer a query alike: all but the store."""
+    """The settings that make two engines answer a query alike: all but the store and
+    where derived model files are cached (an int8 export is the same wherever it lies)."""
     return {
         f.name: str(getattr(settings, f.name))
         for f in dataclasses.fields(settings)
-        if f.name != "store"
+        if f.name not in ("store", "cache_dir")
     }
 
 

@@ -383,7 +383,8 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def _cpu_dtype(precision: str) -> torch.dtype:
-    if precision == "bf16" or (precision == "auto" and cpu_has_fast_bf16()):
+    # int8 is the image tower's ONNX path (onnx_image.py); torch's towers then run as "auto".
+    if precision == "bf16" or (precision in ("auto", "int8") and cpu_has_fast_bf16()):
         return torch.bfloat16
     return torch.float32
 
@@ -465,7 +466,9 @@ class OpenClipEncoder:
             _drop_tower(model, other)
         return model
 
-    def _image_tower_from_file(self) -> tuple[Any, Callable[[Image.Image], torch.Tensor]] | None:
+    def _image_tower_from_file(
+        self, dtype: torch.dtype
+    ) -> tuple[Any, Callable[[Image.Image], torch.Tensor]] | None:
         """The image tower built empty and filled from a safetensors checkpoint, tensor by tensor.
 
         The ordinary way builds the whole model with random weights first: for ViT-B-32 that
@@ -492,27 +495,30 @@ class OpenClipEncoder:
             names = {f"visual.{k}" for k in weights}
             if not names <= header.keys() or not _readable(header[n] for n in names):
                 return None
-            visual.to_empty(device="cpu").to(self._cpu_dtype)  # fp32 unless on a bf16 CPU
+            visual.to_empty(device="cpu").to(dtype)
             weights = visual.state_dict(keep_vars=True)
             with torch.no_grad():
                 for name, tensor in weights.items():
                     tensor.copy_(_read_tensor(checkpoint, header[f"visual.{name}"]))
         return model, preprocess
 
-    def _build_tower(self, tower: str) -> None:
+    def _built(self, tower: str, dtype: torch.dtype) -> tuple[Any, Callable[..., torch.Tensor]]:
+        """A model holding ``tower`` with its weights (image tower: already in ``dtype``)."""
         try:
-            built = self._image_tower_from_file() if tower == IMAGE else None
+            built = self._image_tower_from_file(dtype) if tower == IMAGE else None
             if built is not None:
-                model, preprocess = built
-            else:
-                model, preprocess = self._create()
-                model = self._load_weights(model, tower)
+                return built
+            model, preprocess = self._create()
+            return self._load_weights(model, tower), preprocess
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             raise ModelError(
                 f"Could not load model profile {self._profile.name!r} "
                 f"({self._profile.arch}): {exc}. If you passed --checkpoint, check that it "
                 "matches the profile's architecture."
             ) from exc
+
+    def _build_tower(self, tower: str) -> None:
+        model, preprocess = self._built(tower, self._cpu_dtype)
         model.eval()
         # bf16 weights on a bf16 CPU, not autocast: the towers run about twice as fast
         # (bench/README.md) and agree with fp32 to a cosine of 0.9999, while autocast re-casts
@@ -535,6 +541,16 @@ class OpenClipEncoder:
         if tower not in self._loaded:
             self._build_tower(tower)
         return self._model
+
+    def fp32_image_model(self) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """A separate fp32 copy of the image tower, for export and agreement checks.
+
+        Returns a module whose ``forward(pixels)`` is ``encode_image`` (unnormalised) and the
+        model's preprocessing config (open_clip's ``visual.preprocess_cfg``).
+        """
+        model, _ = self._built(IMAGE, torch.float32)
+        model.visual.float().eval()
+        return _ImageTower(model).eval(), dict(model.visual.preprocess_cfg)
 
     def loaded_towers(self) -> frozenset[str]:
         """Which towers are in memory ("image", "text")."""
@@ -563,6 +579,18 @@ class OpenClipEncoder:
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The local weights file in use (None: random-initialised test profiles)."""
+        return self._resolved.checkpoint
+
+    @property
+    def image_precision(self) -> str:
+        """How images are encoded: "bf16" or "fp32" weights, or "autocast" on CUDA."""
+        if self._device.type == "cuda":
+            return "autocast"
+        return "bf16" if self._cpu_dtype == torch.bfloat16 else "fp32"
 
     @property
     def image_dtype(self) -> torch.dtype:
@@ -620,6 +648,18 @@ class OpenClipEncoder:
             yield
         finally:
             torch.set_num_threads(before)
+
+
+class _ImageTower(torch.nn.Module):
+    """``encode_image`` as a module's forward, which is what exporters trace."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.visual = model.visual
+        self._model = [model]  # not a submodule: only the image tower is exported
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self._model[0].encode_image(pixels)  # type: ignore[no-any-return]
 
 
 def _fingerprint(profile: ModelProfile, resolved: _Resolved, text_cfg: dict[str, Any]) -> str:

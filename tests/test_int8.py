@@ -1,0 +1,195 @@
+"""Issue 6: the int8 ONNX image tower — the CPU fast path that needs no torch to index.
+
+The export is checked against the fp32 tower before ``auto`` may use it; these tests pin
+that gate, the torch-free preprocessing, the cache and its recovery, and that the
+vectors it stores agree with torch's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+from PIL import Image
+
+from xsearch import Engine, IndexOptions, Settings
+from xsearch.encoders import onnx_image
+from xsearch.encoders.onnx_image import Int8ImageEncoder, TowerExport
+from xsearch.encoders.preprocess import ImagePreprocess
+from xsearch.errors import ConfigError
+
+from .conftest import TINY, random_image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings(tmp_path: Path, name: str = "store", **kw: object) -> Settings:
+    return Settings(store=tmp_path / name, model=TINY, device="cpu", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("resize_mode", ["shortest", "squash"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_numpy_preprocessing_equals_open_clip_s_transform(
+    resize_mode: str, interpolation: str
+) -> None:
+    rng = np.random.default_rng(3)
+    mean, std = (0.1, 0.2, 0.3), (0.3, 0.2, 0.1)
+    for size in (224, 32):
+        theirs = open_clip.image_transform(
+            size, False, mean=mean, std=std, resize_mode=resize_mode, interpolation=interpolation
+        )
+        mine = ImagePreprocess(size, mean, std, resize_mode, interpolation)
+        for w, h in [(640, 480), (480, 640), (257, 256), (size, size), (100, 33), (1, 1)]:
+            for mode in ("RGB", "L", "RGBA", "P"):
+                pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+                image = Image.fromarray(pixels).convert(mode)
+                np.testing.assert_array_equal(mine(image), theirs(image).numpy())
+
+
+def test_auto_indexes_images_with_the_int8_tower_and_it_agrees_with_fp32(
+    photos: Path, tmp_path: Path
+) -> None:
+    with Engine(_settings(tmp_path, "int8")) as engine:
+        engine.index([photos])
+        assert isinstance(engine.encoder, Int8ImageEncoder)
+        assert engine.encoder.image_precision == "int8"
+        export = engine.encoder.export
+        assert export is not None and export.agreement.holds
+        int8 = _vectors(engine)
+    with Engine(_settings(tmp_path, "fp32", precision="fp32")) as engine:
+        engine.index([photos])
+        fp32 = _vectors(engine)
+    assert int8.keys() == fp32.keys() and len(int8) == 7
+    cosines = [float(int8[k] @ fp32[k]) for k in int8]
+    assert min(cosines) > 0.998
+
+
+def _vectors(engine: Engine) -> dict[str, np.ndarray]:
+    """Each stored file's (first) vector, by the file's name."""
+    store = engine.store()
+    ids, matrix = next(store.iter_vectors())
+    rows = store.hit_rows([int(i) for i in ids])
+    return {Path(rows[int(i)].display_path).name: v for i, v in zip(ids, matrix, strict=True)}
+
+
+def test_the_export_records_its_agreement_and_is_reused(photos: Path, tmp_path: Path) -> None:
+    with Engine(_settings(tmp_path, "a")) as engine:
+        engine.index([photos])
+        export = engine.encoder.export  # type: ignore[attr-defined]
+    record = json.loads((export.directory / onnx_image.RECORD_FILE).read_text())
+    assert record["agreement"]["pictures"] == 48
+    assert record["agreement"]["cosine_min"] >= onnx_image.MIN_COSINE
+    assert TowerExport.load(export.directory) == export
+    modified = export.model_path.stat().st_mtime_ns
+    with Engine(_settings(tmp_path, "b")) as engine:
+        engine.index([photos])
+        assert engine.encoder.export == export  # type: ignore[attr-defined]
+        assert not any("Prepared" in n for n in engine.notices)
+    assert export.model_path.stat().st_mtime_ns == modified
+
+
+def test_indexing_with_a_cached_export_imports_neither_torch_nor_open_clip(
+    photos: Path, tmp_path: Path
+) -> None:
+    with Engine(_settings(tmp_path, "first")) as engine:
+        engine.index([photos])  # makes the export
+    code = (
+        "import sys; from pathlib import Path; from xsearch import Engine, Settings; "
+        "from tests.conftest import TINY; "
+        f"e = Engine(Settings(store=Path({str(tmp_path / 'second')!r}), model=TINY, "
+        "device='cpu')); r = e.index([sys.argv[1]]); "
+        "print(r.counts['indexed'], 'torch' in sys.modules, 'open_clip' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(photos)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.split() == ["7", "False", "False"], out.stderr
+
+
+def test_a_text_query_never_exports_and_an_image_query_matches_the_indexed_vector(
+    photos: Path, tmp_path: Path, session_cache: Path
+) -> None:
+    with Engine(_settings(tmp_path, precision="fp32")) as engine:
+        engine.index([photos])
+    settings = _settings(tmp_path, cache_dir=tmp_path / "fresh-cache")
+    with Engine(settings) as engine:
+        assert engine.search("anything", limit=3)
+        assert not (tmp_path / "fresh-cache").exists()
+    with Engine(_settings(tmp_path, "int8")) as engine:
+        engine.index([photos])
+        hits = engine.search(vector=engine.embed_image(photos / "p3.jpg"), limit=1)
+        assert hits[0].path.endswith("p3.jpg") and hits[0].score > 0.9999
+
+
+def test_a_tower_that_disagrees_is_not_used_unless_asked_for(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onnx_image, "MIN_COSINE", 1.01)  # no tower can agree this well
+    settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
+    with Engine(settings) as engine:
+        engine.index([photos])
+        assert engine.encoder.image_precision in ("bf16", "fp32")  # type: ignore[attr-defined]
+        assert any("does not agree closely enough" in n for n in engine.notices)
+    with Engine(settings.with_(precision="int8", store=tmp_path / "forced")) as engine:
+        engine.index([photos])
+        assert engine.encoder.image_precision == "int8"  # type: ignore[attr-defined]
+
+
+def test_a_damaged_or_stale_export_is_made_again(photos: Path, tmp_path: Path) -> None:
+    toy = Path(__file__).resolve().parent.parent / "xsearch/models/toy_bilingual"
+    checkpoint = tmp_path / "toy.safetensors"
+    checkpoint.write_bytes((toy / "open_clip_model.safetensors").read_bytes())
+    settings = Settings(
+        store=tmp_path / "s1",
+        model="toy-bilingual",
+        checkpoint=checkpoint,
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+    )
+    with Engine(settings) as engine:
+        engine.index([photos])
+        export = engine.encoder.export  # type: ignore[attr-defined]
+    export.model_path.write_bytes(b"not an onnx model")
+    with Engine(settings.with_(store=tmp_path / "s2")) as engine:
+        engine.index([photos])
+        assert engine.encoder.image_precision == "int8"  # type: ignore[attr-defined]
+    assert export.model_path.stat().st_size > 1000
+    os.utime(checkpoint, ns=(1, 1))  # the weights changed: the export no longer matches
+    assert TowerExport.load(export.directory) is not None
+    assert not TowerExport.load(export.directory).current()  # type: ignore[union-attr]
+    with Engine(settings.with_(store=tmp_path / "s3")) as engine:
+        engine.index([photos])
+        assert any("Prepared" in n for n in engine.notices)
+
+
+def test_parallel_decoding_gives_the_serial_vectors_on_the_int8_path(
+    photos: Path, tmp_path: Path
+) -> None:
+    for i in range(10):
+        random_image(photos / f"more{i}.jpg", 100 + i, size=(90, 70))
+    results = []
+    for name, workers in (("serial", 0), ("parallel", 2)):
+        with Engine(_settings(tmp_path, name)) as engine:
+            engine.index([photos], IndexOptions(workers=workers, batch_size=8))
+            results.append(_vectors(engine))
+    serial, parallel = results
+    assert serial.keys() == parallel.keys()
+    for key in serial:
+        np.testing.assert_array_equal(serial[key], parallel[key])
+
+
+def test_int8_is_a_cpu_precision() -> None:
+    with pytest.raises(ConfigError, match="int8"):
+        Settings(precision="int8", device="cuda")

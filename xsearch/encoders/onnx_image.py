@@ -1,0 +1,356 @@
+"""The image tower as an int8 ONNX Runtime session: the CPU fast path, without torch.
+
+On a CPU the image tower is the limit of indexing, and bf16 torch already runs it near the
+machine's bf16 peak. Integer matrix products (AVX-512 VNNI, AVX-VNNI, NEON dot) do twice the
+work per cycle, and ONNX Runtime's dynamic quantisation needs no calibration data. Loading
+the exported tower needs neither torch nor open_clip, which is most of an indexing run's
+memory (bench/README.md).
+
+The export (``onnx_export.py``, which does need torch) is made once per model and machine,
+checked against the fp32 tower, and cached with its measured agreement. Whether an
+indexing run may use it is decided here, from that record, without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import ModelError
+from .base import Encoder, Vectors, l2_normalise
+from .preprocess import ImagePreprocess
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "Agreement",
+    "Int8ImageEncoder",
+    "TowerExport",
+    "WeightsStamp",
+    "export_directory",
+    "onnxruntime_available",
+]
+
+#: Bumped when the exported graph or its record changes meaning; older exports are redone.
+EXPORT_FORMAT = 1
+MODEL_FILE = "visual.int8.onnx"
+RECORD_FILE = "export.json"
+
+# The int8 tower is used by default only when, over the probe pictures, its vectors agree
+# with the fp32 tower's at least this well. bf16 weights reach 0.9999 (min) on the trained
+# toy model; int8 0.9995 there and 0.9998 on ViT-B-32. A tower whose activations have
+# outliers that 8 bits cannot hold falls far below (0.98 or worse) and is not used.
+MIN_COSINE = 0.998
+MEAN_COSINE = 0.9995
+
+# Images per ONNX Runtime call. Dynamic quantisation scales each product's input by its
+# largest value over the whole call, so a vector depends a little on the images beside it
+# (cosine 0.9999); fixed chunks keep that small and keep ONNX Runtime at its best speed
+# (ViT-B-32-256 int8: 34 images/s one at a time, 41 in eights, 37 in 32s).
+_CHUNK = 8
+
+
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime can be imported (it is a dependency; a broken install may lack it)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def export_directory(cache_root: Path, profile: str, checkpoint: Path | None) -> Path:
+    """Where the int8 export of ``profile`` (with this ``checkpoint``, if any) is cached."""
+    ident = json.dumps(
+        [EXPORT_FORMAT, profile, str(checkpoint.resolve()) if checkpoint else None, _machine()]
+    )
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile)
+    return cache_root / "onnx" / f"{safe}-{digest}"
+
+
+def _machine() -> str:
+    # Quantised kernels and the agreement measured with them belong to one kind of CPU.
+    return f"{platform.machine()}-{_cpu_model()}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class WeightsStamp:
+    """The checkpoint an export was made from; a changed file makes the export stale."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> WeightsStamp:
+        st = path.stat()
+        return cls(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+    def current(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How the int8 tower's vectors compare with the fp32 tower's on the probe pictures."""
+
+    pictures: int
+    cosine_min: float
+    cosine_mean: float
+    # Of each probe picture's 10 nearest probe pictures (fp32), how many int8 keeps.
+    neighbours_kept: float
+
+    @property
+    def holds(self) -> bool:
+        return self.cosine_min >= MIN_COSINE and self.cosine_mean >= MEAN_COSINE
+
+    def describe(self) -> str:
+        return (
+            f"cosine to fp32 {self.cosine_min:.5f} (min) / {self.cosine_mean:.5f} (mean) over "
+            f"{self.pictures} pictures, {self.neighbours_kept:.1%} of nearest neighbours kept"
+        )
+
+
+@dataclass(frozen=True)
+class TowerExport:
+    """A cached int8 image tower and what is known about it."""
+
+    directory: Path
+    profile: str
+    fingerprint: str
+    dim: int
+    preprocess: ImagePreprocess
+    weights: WeightsStamp | None
+    agreement: Agreement
+    # Measured on the probe pictures when the export was made, for `xsearch info` and notes.
+    int8_images_per_s: float
+    fp32_images_per_s: float
+    export_seconds: float
+    onnxruntime_version: str
+
+    @property
+    def model_path(self) -> Path:
+        return self.directory / MODEL_FILE
+
+    def current(self) -> bool:
+        """Whether the checkpoint it was made from is unchanged and the model file is there."""
+        if not self.model_path.is_file():
+            return False
+        return self.weights is None or self.weights.current()
+
+    def save(self) -> None:
+        doc: dict[str, Any] = {
+            "format": EXPORT_FORMAT,
+            "profile": self.profile,
+            "fingerprint": self.fingerprint,
+            "dim": self.dim,
+            "preprocess": self.preprocess.to_json(),
+            "weights": asdict(self.weights) if self.weights else None,
+            "agreement": asdict(self.agreement),
+            "int8_images_per_s": self.int8_images_per_s,
+            "fp32_images_per_s": self.fp32_images_per_s,
+            "export_seconds": self.export_seconds,
+            "onnxruntime_version": self.onnxruntime_version,
+        }
+        tmp = self.directory / f".{RECORD_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        tmp.replace(self.directory / RECORD_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> TowerExport | None:
+        """The export in ``directory``, or None when there is none (or an unusable one)."""
+        try:
+            doc = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
+            if doc.get("format") != EXPORT_FORMAT:
+                return None
+            weights = doc["weights"]
+            return cls(
+                directory=directory,
+                profile=str(doc["profile"]),
+                fingerprint=str(doc["fingerprint"]),
+                dim=int(doc["dim"]),
+                preprocess=ImagePreprocess.from_json(doc["preprocess"]),
+                weights=WeightsStamp(**weights) if weights else None,
+                agreement=Agreement(**doc["agreement"]),
+                int8_images_per_s=float(doc["int8_images_per_s"]),
+                fp32_images_per_s=float(doc["fp32_images_per_s"]),
+                export_seconds=float(doc["export_seconds"]),
+                onnxruntime_version=str(doc["onnxruntime_version"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def open_session(model_path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``model_path``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # Idle pool threads would spin between calls against the decoding done in line.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # warnings about unused initialisers are not for users
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise ModelError(
+            f"Could not load the int8 image tower {model_path}: {exc}. Delete that folder "
+            "to have it exported again, or index with --precision bf16."
+        ) from exc
+
+
+def run_session(session: Any, pixels: npt.NDArray[np.float32]) -> Vectors:
+    """Raw (unnormalised) image vectors of a batch, ``_CHUNK`` images per call."""
+    name = session.get_inputs()[0].name
+    chunks = [
+        session.run(None, {name: np.ascontiguousarray(pixels[i : i + _CHUNK])})[0]
+        for i in range(0, len(pixels), _CHUNK)
+    ]
+    out: Vectors = np.concatenate(chunks).astype(np.float32, copy=False)
+    return out
+
+
+class Int8ImageEncoder:
+    """Images through the int8 ONNX tower, texts through the torch encoder.
+
+    Built by the Engine with what it knows without torch: the model's identity (from a
+    cached export, or from ``torch_encoder``) and two callables. ``prepare(again)`` returns
+    the export, making it if there is none yet (or anew, if ``again``); it is called the
+    first time images are needed, so a text query never exports anything. ``torch_encoder`` returns the ordinary
+    encoder: it encodes texts, and images too when the int8 tower does not agree with fp32
+    (unless ``forced``, i.e. int8 was asked for by name).
+    """
+
+    precision = "int8"
+
+    def __init__(
+        self,
+        *,
+        profile_name: str,
+        fingerprint: str,
+        dim: int,
+        input_size: int,
+        prepare: Callable[[bool], TowerExport],
+        torch_encoder: Callable[[], Encoder],
+        forced: bool = False,
+        threads: int | None = None,
+    ) -> None:
+        self._profile_name = profile_name
+        self._fingerprint = fingerprint
+        self._dim = dim
+        self._input_size = input_size
+        self._prepare = prepare
+        self._torch_encoder = torch_encoder
+        self._forced = forced
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._export: TowerExport | None = None
+        self._session: Any = None
+        self._images_by_torch = False
+        self.notices: list[str] = []
+
+    # -- resolving the image path once -------------------------------------------------------
+
+    def _resolve(self) -> None:
+        with self._lock:
+            if self._export is not None or self._images_by_torch:
+                return
+            try:
+                export = self._prepare(False)
+            except ModelError as exc:
+                if self._forced:
+                    raise
+                self._images_by_torch = True
+                self.notices.append(f"{exc} Images are encoded by torch instead.")
+                return
+            if export.agreement.holds or self._forced:
+                try:
+                    self._session = open_session(export.model_path, self._threads)
+                except ModelError:
+                    # A damaged cache file: export again, once.
+                    export = self._prepare(True)
+                    self._session = open_session(export.model_path, self._threads)
+                self._export = export
+                return
+            self._images_by_torch = True
+            self.notices.append(
+                f"The int8 image tower of {self._profile_name} does not agree closely enough "
+                f"with fp32 ({export.agreement.describe()}); images are encoded by torch. "
+                "Pass --precision int8 to use it anyway."
+            )
+
+    @property
+    def export(self) -> TowerExport | None:
+        """The export in use, once images have been encoded (None: torch encodes them)."""
+        return self._export
+
+    @property
+    def image_precision(self) -> str:
+        """What encodes images: "int8", or the torch encoder's precision once it took over."""
+        self._resolve()
+        if self._images_by_torch:
+            return str(getattr(self._torch_encoder(), "image_precision", "fp32"))
+        return "int8"
+
+    # -- the Encoder protocol ----------------------------------------------------------------
+
+    @property
+    def profile_name(self) -> str:
+        return self._profile_name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def input_size(self) -> int:
+        return self._input_size
+
+    @property
+    def preprocess(self) -> Callable[[Any], Any]:
+        self._resolve()
+        if self._images_by_torch:
+            return self._torch_encoder().preprocess
+        assert self._export is not None
+        return self._export.preprocess
+
+    def encode_images(self, pixels: Any) -> Vectors:
+        if len(pixels) == 0:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        self._resolve()
+        if self._images_by_torch:
+            return self._torch_encoder().encode_images(pixels)
+        return l2_normalise(run_session(self._session, np.asarray(pixels, dtype=np.float32)))
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        return self._torch_encoder().encode_texts(texts)
