@@ -71,12 +71,12 @@ def _encode_onnx(model: Any, pixels: Any, tokens: Any, batch: int) -> tuple[Any,
 
     from xsearch.encoders.base import l2_normalise
     from xsearch.encoders.onnx_export import _export_onnx, _quantise
-    from xsearch.encoders.onnx_image import open_session, run_session
+    from xsearch.encoders.onnx_int8 import open_session, run_session
     from xsearch.encoders.openclip import _ImageTower
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        _export_onnx(_ImageTower(model).eval(), int(pixels.shape[-1]), fp32_path)
+        _export_onnx(_ImageTower(model).eval(), pixels[:2], fp32_path)
         _quantise(fp32_path, int8_path)
         session = open_session(int8_path)
         array = pixels.numpy()

@@ -25,7 +25,28 @@ PROFILE = "clip-b32-en"
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {"XSEARCH_MODEL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return {
+        "XSEARCH_MODEL_CACHE": str(cache),
+        "XSEARCH_CACHE": str(_xsearch_cache(cache)),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def _xsearch_cache(cache: Path) -> Path:
+    """xsearch's own cache (int8 exports) for these runs, beside the fake hub cache."""
+    return cache.parent / "xsearch_cache"
+
+
+def _settings(location: Path, cache: Path, precision: str = "auto") -> Any:
+    from xsearch import Settings
+
+    return Settings(
+        store=location,
+        model_cache_dir=cache,
+        cache_dir=_xsearch_cache(cache),
+        precision=precision,
+        device="cpu",
+    )
 
 
 def fill_store(location: Path, n: int, cache: Path) -> None:
@@ -63,7 +84,7 @@ def fill_store(location: Path, n: int, cache: Path) -> None:
 def latency(
     n: int, workdir: Path, cache: Path, *, warm_queries: int = 40, log: Any = print
 ) -> dict[str, Any]:
-    from xsearch import Engine, Settings
+    from xsearch import Engine
 
     location = workdir / f"store_{n}"
     if not (location / "index.json").exists():
@@ -72,21 +93,39 @@ def latency(
         fill_store(location, n, cache)
         log(f"scale: filled {n} vectors in {time.perf_counter() - started:.0f} s")
     started = time.perf_counter()
-    with Engine(Settings(store=location, model_cache_dir=cache)) as engine:
+    with Engine(_settings(location, cache)) as engine:
         manager = engine._index_manager(engine.store())
         manager.save()
         build_s = time.perf_counter() - started
         info = engine.info()
-        engine.search("warm-up", limit=10)
-        uncached, cached = [], []
+        # The int8 exports an indexing run would have made (these stores hold synthetic
+        # vectors, so no run did); made once, outside every timing.
+        engine.encoder.preprocess  # noqa: B018
+        from xsearch.encoders.onnx_int8 import TextExport
+
+        text_export = TextExport.load(engine.encoder._export_dir)  # type: ignore[attr-defined]
+    # "auto" (int8 text only where its agreement holds) and int8 asked for by name, side by
+    # side in one process, alternating query by query.
+    engines = {p: Engine(_settings(location, cache, p)) for p in ("auto", "int8")}
+    uncached: dict[str, list[float]] = {p: [] for p in engines}
+    cached: dict[str, list[float]] = {p: [] for p in engines}
+    text_by = {}
+    try:
+        for precision, engine in engines.items():
+            engine.search("warm-up", limit=10)
+            text_by[precision] = engine.encoder.text_precision  # type: ignore[attr-defined]
         for i in range(warm_queries):
             text = f"a photo of thing {i} on a sunny day"
-            t = time.perf_counter()
-            engine.search(text, limit=10)
-            uncached.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            engine.search(text, limit=10)
-            cached.append((time.perf_counter() - t) * 1e3)
+            for precision, engine in engines.items():
+                t = time.perf_counter()
+                engine.search(text, limit=10)
+                uncached[precision].append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                engine.search(text, limit=10)
+                cached[precision].append((time.perf_counter() - t) * 1e3)
+    finally:
+        for engine in engines.values():
+            engine.close()
     cold = _cli_query_seconds(location, cache, "cold query", 3, "--no-server")
     served = _served_cli(location, cache)
     return {
@@ -95,9 +134,13 @@ def latency(
         "index_params": info.index_params,
         "index_recall_at_10": info.index_recall_at_10,
         "index_build_s": round(build_s, 1),
-        "warm_p50_ms": statistics.median(uncached),
-        "warm_p99_ms": float(np.percentile(uncached, 99)),
-        "warm_cached_text_p50_ms": statistics.median(cached),
+        "text_by_auto": text_by["auto"],
+        "text_int8_agreement": text_export.agreement.__dict__ if text_export else None,
+        "warm_p50_ms": statistics.median(uncached["auto"]),
+        "warm_p99_ms": float(np.percentile(uncached["auto"], 99)),
+        "warm_int8_p50_ms": statistics.median(uncached["int8"]),
+        "warm_int8_p99_ms": float(np.percentile(uncached["int8"], 99)),
+        "warm_cached_text_p50_ms": statistics.median(cached["auto"]),
         "cold_cli_median_s": statistics.median(cold),
         "cold_cli_runs_s": cold,
         **served,

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from xsearch import Engine, IndexOptions, Settings
-from xsearch.encoders import onnx_image
-from xsearch.encoders.onnx_image import Int8ImageEncoder, TowerExport
+from xsearch.encoders import onnx_int8
+from xsearch.encoders.onnx_int8 import Int8Encoder, TowerExport
 from xsearch.encoders.preprocess import ImagePreprocess
 from xsearch.errors import ConfigError
 
@@ -57,7 +57,7 @@ def test_auto_indexes_images_with_the_int8_tower_and_it_agrees_with_fp32(
 ) -> None:
     with Engine(_settings(tmp_path, "int8")) as engine:
         engine.index([photos])
-        assert isinstance(engine.encoder, Int8ImageEncoder)
+        assert isinstance(engine.encoder, Int8Encoder)
         assert engine.encoder.image_precision == "int8"
         export = engine.encoder.export
         assert export is not None and export.agreement.holds
@@ -82,9 +82,9 @@ def test_the_export_records_its_agreement_and_is_reused(photos: Path, tmp_path: 
     with Engine(_settings(tmp_path, "a")) as engine:
         engine.index([photos])
         export = engine.encoder.export  # type: ignore[attr-defined]
-    record = json.loads((export.directory / onnx_image.RECORD_FILE).read_text())
+    record = json.loads((export.directory / onnx_int8.RECORD_FILE).read_text())
     assert record["agreement"]["pictures"] == 48
-    assert record["agreement"]["cosine_min"] >= onnx_image.MIN_COSINE
+    assert record["agreement"]["cosine_min"] >= onnx_int8.MIN_COSINE
     assert TowerExport.load(export.directory) == export
     modified = export.model_path.stat().st_mtime_ns
     with Engine(_settings(tmp_path, "b")) as engine:
@@ -136,7 +136,7 @@ def test_a_text_query_never_exports_and_an_image_query_matches_the_indexed_vecto
 def test_a_tower_that_disagrees_is_not_used_unless_asked_for(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(onnx_image, "MIN_COSINE", 1.01)  # no tower can agree this well
+    monkeypatch.setattr(onnx_int8, "MIN_COSINE", 1.01)  # no tower can agree this well
     settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
     with Engine(settings) as engine:
         engine.index([photos])
@@ -193,3 +193,32 @@ def test_parallel_decoding_gives_the_serial_vectors_on_the_int8_path(
 def test_int8_is_a_cpu_precision() -> None:
     with pytest.raises(ConfigError, match="int8"):
         Settings(precision="int8", device="cuda")
+
+
+def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
+    photos: Path, tmp_path: Path
+) -> None:
+    texts = [
+        "猫",
+        "a photo of a dog",
+        # Longer than the shortest graph (16 tokens): runs the full-context one.
+        "a long caption about a red apple lying on a wooden kitchen table next to a cup of tea",
+    ]
+    toy = {"model": "toy-bilingual", "cache_dir": tmp_path / "cache"}  # context: 32 tokens
+    with Engine(_settings(tmp_path, precision="fp32").with_(**toy)) as engine:
+        reference = engine.encoder.encode_texts(texts)
+    settings = _settings(tmp_path, "int8").with_(**toy)
+    with Engine(settings) as engine:
+        assert engine.encoder.text_precision == "torch"  # type: ignore[attr-defined]
+        engine.index([photos])  # exports both towers
+        assert any("int8 text tower" in n for n in engine.notices)
+    with Engine(settings) as engine:
+        encoder = engine.encoder
+        assert encoder.text_precision == "int8"  # type: ignore[attr-defined]
+        got = encoder.encode_texts(texts)
+        tokens = encoder._torch_encoder().tokenize(texts)  # type: ignore[attr-defined]
+        assert (tokens[2] != 0).sum() > 16
+        assert np.all(np.sum(got * reference, axis=1) > 0.998)
+        # Each text alone gives what it gives in a batch.
+        np.testing.assert_allclose(encoder.encode_texts(texts[2:]), got[2:], atol=1e-6)
+        assert engine.search("a photo of a dog", limit=3)

@@ -15,8 +15,9 @@ import numpy as np
 
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
-from .encoders.onnx_image import (
-    Int8ImageEncoder,
+from .encoders.onnx_int8 import (
+    Int8Encoder,
+    TextExport,
     TowerExport,
     export_directory,
     onnxruntime_available,
@@ -146,7 +147,7 @@ class Engine:
         return self._encoder
 
     def _assemble_encoder(self) -> Encoder:
-        """The int8 image path where it applies (see ``onnx_image.py``), else torch's."""
+        """The int8 image path where it applies (see ``onnx_int8.py``), else torch's."""
         profile = get_profile(self.profile_name())
         if not self._int8_wanted():
             return self._torch_encoder(profile)
@@ -174,28 +175,36 @@ class Engine:
 
         def prepare(again: bool) -> TowerExport:
             export = None if again else _current_export(directory)
-            if export is None:
-                from .encoders.onnx_export import make_int8_export
+            if export is None or TextExport.load(directory) is None:
+                from .encoders.onnx_export import make_int8_export, make_int8_text_export
                 from .encoders.openclip import OpenClipEncoder
 
                 source = torch_encoder()
                 assert isinstance(source, OpenClipEncoder)
-                export = make_int8_export(source, directory)
-                self._encoder_notices.append(
-                    f"Prepared the int8 image tower of {export.profile} for this CPU in "
-                    f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it is "
-                    f"cached in {directory}."
-                )
+                if export is None:
+                    export = make_int8_export(source, directory)
+                    self._encoder_notices.append(
+                        f"Prepared the int8 image tower of {export.profile} for this CPU in "
+                        f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it "
+                        f"is cached in {directory}."
+                    )
+                # Made here, while indexing, so that no query ever waits for an export.
+                text = make_int8_text_export(source, directory)
+                if text is not None:
+                    self._encoder_notices.append(
+                        f"Prepared its int8 text tower too ({text.agreement.describe('texts')})."
+                    )
             return export
 
         name, fingerprint, dim, size = identity
-        return Int8ImageEncoder(
+        return Int8Encoder(
             profile_name=name,
             fingerprint=fingerprint,
             dim=dim,
             input_size=size,
             prepare=prepare,
             torch_encoder=torch_encoder,
+            export_dir=directory,
             forced=self.settings.precision == "int8",
         )
 

@@ -1,7 +1,7 @@
 """Export an open_clip image tower to int8 ONNX, and measure it against fp32 before use.
 
 Done once per model and machine (a few seconds for small models, about 15 s for ViT-B-32 on
-2 cores); the result is cached by the Engine and loaded by ``onnx_image.py`` without
+2 cores); the result is cached by the Engine and loaded by ``onnx_int8.py`` without
 torch. Steps: trace the fp32 tower to ONNX (opset 17, any batch size), quantise its matrix
 products' weights to int8 per output channel (ONNX Runtime's dynamic quantisation: no
 calibration data), then encode probe pictures with both towers and record how well the
@@ -27,9 +27,11 @@ import numpy.typing as npt
 import torch
 
 from ..errors import ModelError
-from .onnx_image import (
+from .onnx_int8 import (
     MODEL_FILE,
     Agreement,
+    TextExport,
+    TextSessions,
     TowerExport,
     WeightsStamp,
     open_session,
@@ -38,9 +40,12 @@ from .onnx_image import (
 from .openclip import OpenClipEncoder
 from .preprocess import SUPPORTED_RESIZE_MODES, ImagePreprocess
 
-__all__ = ["make_int8_export", "probe_pixels"]
+__all__ = ["make_int8_export", "make_int8_text_export", "probe_pixels", "probe_texts"]
 
 PROBE_PICTURES = 48
+# Padded lengths of the text graphs below the full context: a query of up to 16 tokens
+# (most are) runs a graph a fifth the size of the 77-token one.
+TEXT_LENGTHS = (16,)
 _PROBE_SEED = 20261130
 _NEIGHBOURS = 10
 
@@ -59,7 +64,7 @@ def make_int8_export(
     partial.mkdir()
     try:
         fp32_path = partial / "visual.fp32.onnx"
-        _export_onnx(tower, preprocess.size, fp32_path)
+        _export_onnx(tower, torch.zeros(2, 3, preprocess.size, preprocess.size), fp32_path)
         _quantise(fp32_path, partial / MODEL_FILE)
         fp32_path.unlink()
         pixels = probe_pixels(preprocess, probe_pictures)
@@ -85,6 +90,60 @@ def make_int8_export(
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return export
+
+
+def make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExport | None:
+    """Export ``encoder``'s text tower next to its image tower's export in ``directory``.
+
+    One graph per padded length (``TEXT_LENGTHS`` and the full context), because a traced
+    graph has fixed shapes. None for towers that cannot be run at a fixed padded length.
+    """
+    _check_tools()
+    made = encoder.fp32_text_model()
+    if made is None:
+        return None
+    tower, pad_id = made
+    context = int(encoder.tokenize(["x"]).shape[1])
+    lengths = tuple(sorted({n for n in TEXT_LENGTHS if n < context} | {context}))
+    for length in lengths:
+        fp32_path = directory / f".text.{length}.fp32.partial.onnx"
+        int8_path = directory / f".text.{length}.int8.partial.onnx"
+        try:
+            # A dummy without padding: the traced graph keeps all ``length`` positions.
+            _export_onnx(tower, torch.ones((1, length), dtype=torch.int64), fp32_path, "tokens")
+            _quantise(fp32_path, int8_path)
+            int8_path.replace(directory / f"text.{length}.int8.onnx")
+        finally:
+            fp32_path.unlink(missing_ok=True)
+            int8_path.unlink(missing_ok=True)
+    tokens = encoder.tokenize(probe_texts())
+    with torch.inference_mode():
+        reference = tower(torch.from_numpy(tokens)).float().numpy()
+        _, fp32_s = _timed(lambda: [tower(torch.from_numpy(t[None])) for t in tokens[:8]])
+    draft = TextExport(directory, lengths, pad_id, agreement(reference, reference), 0.0, 0.0)
+    sessions = TextSessions(draft)
+    int8, int8_s = _timed(lambda: sessions.encode(tokens))
+    export = replace(
+        draft,
+        agreement=agreement(reference, int8),
+        int8_ms_per_text=1000 * int8_s / len(tokens),
+        fp32_ms_per_text=1000 * fp32_s / 8,
+    )
+    export.save()
+    return export
+
+
+def probe_texts() -> list[str]:
+    """Every class name of the generated pictures in English and Chinese, and longer captions
+    (beyond the shortest padded length)."""
+    from .. import synth
+
+    texts = [synth.class_query(c, lang) for c in synth.CLASSES for lang in synth.LANGUAGES]
+    texts += [
+        " ".join(synth.captions(c, "en")[:3])
+        for c in synth.CLASSES[:: max(1, len(synth.CLASSES) // 8)]
+    ]
+    return texts
 
 
 def _check_tools() -> None:
@@ -126,7 +185,10 @@ def _preprocess_of(cfg: dict[str, Any], profile: str) -> ImagePreprocess:
     )
 
 
-def _export_onnx(tower: torch.nn.Module, size: int, path: Path) -> None:
+def _export_onnx(
+    tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
+) -> None:
+    """Trace ``tower`` on ``example`` into an ONNX file; pixels keep a free batch size."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # The fused attention kernel used at inference has no ONNX form.
     torch.backends.mha.set_fastpath_enabled(False)
@@ -135,11 +197,15 @@ def _export_onnx(tower: torch.nn.Module, size: int, path: Path) -> None:
             warnings.simplefilter("ignore")  # tracer and deprecation chatter, not for users
             torch.onnx.export(
                 tower,
-                (torch.zeros(2, 3, size, size),),
+                (example,),
                 str(path),
-                input_names=["pixels"],
+                input_names=[input_name],
                 output_names=["vectors"],
-                dynamic_axes={"pixels": {0: "batch"}, "vectors": {0: "batch"}},
+                dynamic_axes=(
+                    {"pixels": {0: "batch"}, "vectors": {0: "batch"}}
+                    if input_name == "pixels"
+                    else None
+                ),
                 opset_version=17,
                 dynamo=False,
             )

@@ -338,6 +338,11 @@ def _trailing_padding_trimmed(tokens: torch.Tensor, pad_id: int) -> torch.Tensor
     return tokens[:, :length]
 
 
+def _trims_safely(model: Any) -> bool:
+    """Whether a CLIP text tower gives the same answer without its trailing padding."""
+    return model.attn_mask is not None and model.text_pool_type in ("argmax", "eos")
+
+
 def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text`` over the real tokens only, where that gives the same answer.
 
@@ -350,7 +355,7 @@ def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
     import open_clip
 
     if isinstance(model, open_clip.CLIP):
-        if model.attn_mask is None or model.text_pool_type not in ("argmax", "eos"):
+        if not _trims_safely(model):
             return model.encode_text(tokens)  # type: ignore[no-any-return]
         tokens = _trailing_padding_trimmed(tokens, pad_id=0)
         n = tokens.shape[1]
@@ -383,7 +388,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def _cpu_dtype(precision: str) -> torch.dtype:
-    # int8 is the image tower's ONNX path (onnx_image.py); torch's towers then run as "auto".
+    # int8 is the image tower's ONNX path (onnx_int8.py); torch's towers then run as "auto".
     if precision == "bf16" or (precision in ("auto", "int8") and cpu_has_fast_bf16()):
         return torch.bfloat16
     return torch.float32
@@ -552,6 +557,22 @@ class OpenClipEncoder:
         model.visual.float().eval()
         return _ImageTower(model).eval(), dict(model.visual.preprocess_cfg)
 
+    def fp32_text_model(self) -> tuple[torch.nn.Module, int] | None:
+        """A separate fp32 copy of a CLIP text tower and its pad id, for export; None for
+        towers whose answer depends on the padding (only causal towers pooled at the end of
+        text can be run at a fixed padded length)."""
+        model, _ = self._built(TEXT, torch.float32)
+        import open_clip
+
+        if not isinstance(model, open_clip.CLIP) or not _trims_safely(model):
+            return None
+        model.float().eval()
+        return _TextTower(model).eval(), 0
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        """Token ids, (len(texts), context length) int64, as the text tower takes them."""
+        return np.asarray(self._tokenizer(list(texts)).numpy(), dtype=np.int64)
+
     def loaded_towers(self) -> frozenset[str]:
         """Which towers are in memory ("image", "text")."""
         return frozenset(self._loaded)
@@ -660,6 +681,17 @@ class _ImageTower(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._model[0].encode_image(pixels)  # type: ignore[no-any-return]
+
+
+class _TextTower(torch.nn.Module):
+    """The trimmed text encoding as a module's forward, for the exporter."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return _encode_text_trimmed(self.model, tokens)
 
 
 def _fingerprint(profile: ModelProfile, resolved: _Resolved, text_cfg: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The image tower as an int8 ONNX Runtime session: the CPU fast path, without torch.
+"""The towers as int8 ONNX Runtime sessions: the CPU fast path.
 
 On a CPU the image tower is the limit of indexing, and bf16 torch already runs it near the
 machine's bf16 peak. Integer matrix products (AVX-512 VNNI, AVX-VNNI, NEON dot) do twice the
@@ -6,9 +6,14 @@ work per cycle, and ONNX Runtime's dynamic quantisation needs no calibration dat
 the exported tower needs neither torch nor open_clip, which is most of an indexing run's
 memory (bench/README.md).
 
-The export (``onnx_export.py``, which does need torch) is made once per model and machine,
-checked against the fp32 tower, and cached with its measured agreement. Whether an
-indexing run may use it is decided here, from that record, without importing torch.
+The text tower of CLIP-style models is exported too: a query is a dozen tokens, where
+torch spends most of its time between operators, and ONNX Runtime's int8 kernels answer in
+about a third of bf16 torch's time. Queries still tokenize through open_clip.
+
+The exports (``onnx_export.py``, which does need torch) are made once per model and machine
+during the first indexing run, checked against the fp32 towers, and cached with their
+measured agreement. Whether a run may use them is decided here, from those records,
+without importing torch.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from .preprocess import ImagePreprocess
 __all__ = [
     "EXPORT_FORMAT",
     "Agreement",
-    "Int8ImageEncoder",
+    "Int8Encoder",
+    "TextExport",
     "TowerExport",
     "WeightsStamp",
     "export_directory",
@@ -44,6 +50,7 @@ __all__ = [
 EXPORT_FORMAT = 1
 MODEL_FILE = "visual.int8.onnx"
 RECORD_FILE = "export.json"
+TEXT_RECORD_FILE = "text.json"
 
 # The int8 tower is used by default only when, over the probe pictures, its vectors agree
 # with the fp32 tower's at least this well. bf16 weights reach 0.9999 (min) on the trained
@@ -119,7 +126,7 @@ class WeightsStamp:
 class Agreement:
     """How the int8 tower's vectors compare with the fp32 tower's on the probe pictures."""
 
-    pictures: int
+    pictures: int  # probe pictures (or texts, for a text tower)
     cosine_min: float
     cosine_mean: float
     # Of each probe picture's 10 nearest probe pictures (fp32), how many int8 keeps.
@@ -129,10 +136,10 @@ class Agreement:
     def holds(self) -> bool:
         return self.cosine_min >= MIN_COSINE and self.cosine_mean >= MEAN_COSINE
 
-    def describe(self) -> str:
+    def describe(self, what: str = "pictures") -> str:
         return (
             f"cosine to fp32 {self.cosine_min:.5f} (min) / {self.cosine_mean:.5f} (mean) over "
-            f"{self.pictures} pictures, {self.neighbours_kept:.1%} of nearest neighbours kept"
+            f"{self.pictures} {what}, {self.neighbours_kept:.1%} of nearest neighbours kept"
         )
 
 
@@ -206,6 +213,84 @@ class TowerExport:
             return None
 
 
+@dataclass(frozen=True)
+class TextExport:
+    """A cached int8 text tower: one graph per padded length (a traced graph has fixed
+    shapes), next to the image tower's export of the same model."""
+
+    directory: Path
+    lengths: tuple[int, ...]
+    pad_id: int
+    agreement: Agreement
+    int8_ms_per_text: float
+    fp32_ms_per_text: float
+
+    def model_path(self, length: int) -> Path:
+        return self.directory / f"text.{length}.int8.onnx"
+
+    def length_for(self, used: int) -> int:
+        """The shortest graph that holds ``used`` tokens (the last one is the full context)."""
+        return next((n for n in self.lengths if n >= used), self.lengths[-1])
+
+    def save(self) -> None:
+        doc = {
+            "format": EXPORT_FORMAT,
+            "lengths": list(self.lengths),
+            "pad_id": self.pad_id,
+            "agreement": asdict(self.agreement),
+            "int8_ms_per_text": self.int8_ms_per_text,
+            "fp32_ms_per_text": self.fp32_ms_per_text,
+        }
+        tmp = self.directory / f".{TEXT_RECORD_FILE}.tmp"
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        tmp.replace(self.directory / TEXT_RECORD_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> TextExport | None:
+        try:
+            doc = json.loads((directory / TEXT_RECORD_FILE).read_text(encoding="utf-8"))
+            if doc.get("format") != EXPORT_FORMAT:
+                return None
+            export = cls(
+                directory=directory,
+                lengths=tuple(int(n) for n in doc["lengths"]),
+                pad_id=int(doc["pad_id"]),
+                agreement=Agreement(**doc["agreement"]),
+                int8_ms_per_text=float(doc["int8_ms_per_text"]),
+                fp32_ms_per_text=float(doc["fp32_ms_per_text"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not export.lengths or not all(export.model_path(n).is_file() for n in export.lengths):
+            return None
+        return export
+
+
+class TextSessions:
+    """The text tower's sessions, one per length, each on one thread (a query is a few
+    rows of work; a second thread only waits on the first)."""
+
+    def __init__(self, export: TextExport) -> None:
+        self.export = export
+        self._sessions = {n: open_session(export.model_path(n), threads=1) for n in export.lengths}
+
+    def encode(self, tokens: npt.NDArray[np.int64]) -> Vectors:
+        """Raw vectors of token rows (n, context), one text per call."""
+        pad = self.export.pad_id
+        out = []
+        for row in tokens:
+            used = np.flatnonzero(row != pad)
+            length = self.export.length_for(int(used[-1]) + 1 if used.size else 1)
+            padded = np.full((1, length), pad, dtype=np.int64)
+            take = min(length, row.shape[0])
+            padded[0, :take] = row[:take]
+            session = self._sessions[length]
+            name = session.get_inputs()[0].name
+            out.append(session.run(None, {name: padded})[0][0])
+        vectors: Vectors = np.stack(out).astype(np.float32, copy=False)
+        return vectors
+
+
 def open_session(model_path: Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for ``model_path``."""
     import onnxruntime as ort
@@ -236,8 +321,9 @@ def run_session(session: Any, pixels: npt.NDArray[np.float32]) -> Vectors:
     return out
 
 
-class Int8ImageEncoder:
-    """Images through the int8 ONNX tower, texts through the torch encoder.
+class Int8Encoder:
+    """Images through the int8 ONNX tower; texts through the int8 text tower where one was
+    exported and agrees with fp32, else through the torch encoder.
 
     Built by the Engine with what it knows without torch: the model's identity (from a
     cached export, or from ``torch_encoder``) and two callables. ``prepare(again)`` returns
@@ -258,6 +344,7 @@ class Int8ImageEncoder:
         input_size: int,
         prepare: Callable[[bool], TowerExport],
         torch_encoder: Callable[[], Encoder],
+        export_dir: Path,
         forced: bool = False,
         threads: int | None = None,
     ) -> None:
@@ -273,6 +360,9 @@ class Int8ImageEncoder:
         self._export: TowerExport | None = None
         self._session: Any = None
         self._images_by_torch = False
+        self._export_dir = export_dir
+        self._text: TextSessions | None = None
+        self._text_resolved = False
         self.notices: list[str] = []
 
     # -- resolving the image path once -------------------------------------------------------
@@ -352,5 +442,38 @@ class Int8ImageEncoder:
             return self._torch_encoder().encode_images(pixels)
         return l2_normalise(run_session(self._session, np.asarray(pixels, dtype=np.float32)))
 
+    @property
+    def text_precision(self) -> str:
+        """What encodes texts: "int8", or "torch" (the torch encoder's own precision)."""
+        return "int8" if self._text_sessions() is not None else "torch"
+
+    def _text_sessions(self) -> TextSessions | None:
+        """The int8 text tower, when one was exported with this model's current image export
+        and agrees with fp32 (or int8 was asked for). Never exports: a query must not wait."""
+        with self._lock:
+            if not self._text_resolved:
+                self._text_resolved = True
+                image = TowerExport.load(self._export_dir)
+                text = TextExport.load(self._export_dir)
+                if (
+                    image is not None
+                    and image.current()
+                    and image.fingerprint == self._fingerprint
+                    and text is not None
+                    and (text.agreement.holds or self._forced)
+                ):
+                    try:
+                        self._text = TextSessions(text)
+                    except ModelError as exc:
+                        self.notices.append(f"{exc} Texts are encoded by torch instead.")
+            return self._text
+
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
-        return self._torch_encoder().encode_texts(texts)
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        sessions = self._text_sessions()
+        encoder = self._torch_encoder()
+        tokenize = getattr(encoder, "tokenize", None)
+        if sessions is None or tokenize is None:
+            return encoder.encode_texts(texts)
+        return l2_normalise(sessions.encode(tokenize(texts)))
