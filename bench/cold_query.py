@@ -50,7 +50,8 @@ def build_store(workdir: Path, pictures: int) -> dict[str, Any]:
     folder, store = workdir / "pictures", workdir / "store"
     generate_folder(folder, pictures, seed=6)
     started = time.perf_counter()
-    with Engine(Settings(store=store, model=MODEL, device="cpu")) as engine:
+    settings = Settings(store=store, model=MODEL, device="cpu", cache_dir=_cache(workdir))
+    with Engine(settings) as engine:
         report = engine.index([folder])
     return {
         "pictures": pictures,
@@ -61,12 +62,21 @@ def build_store(workdir: Path, pictures: int) -> dict[str, Any]:
     }
 
 
-def _time(argv: list[str], runs: int) -> tuple[dict[str, Any], bytes]:
+def _cache(workdir: Path) -> Path:
+    """xsearch's cache for these runs (the int8 exports the indexing run makes)."""
+    return workdir / "cache"
+
+
+def _time(
+    argv: list[str], runs: int, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> tuple[dict[str, Any], bytes]:
     """Median, min and max wall seconds of ``runs`` fresh processes, and the last stdout."""
     seconds, stdout = [], b""
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=True)
+        done = subprocess.run(
+            argv, cwd=cwd, capture_output=True, check=True, env={**os.environ, **(env or {})}
+        )
         seconds.append(time.perf_counter() - started)
         stdout = done.stdout
     row = {
@@ -110,6 +120,10 @@ def run(workdir: Path, *, pictures: int, runs: int) -> dict[str, Any]:
     rows["python -c pass"], _ = _time([sys.executable, "-c", "pass"], runs)
     rows["xsearch --help"], _ = _time([*XSEARCH, "--help"], runs)
     rows[f"xsearch query {QUERY} --no-server"], alone = _time([*query, "--no-server"], runs)
+    # The torch text tower (what every cold query ran before the int8 text tower).
+    rows[f"xsearch query {QUERY} --no-server, torch text (bf16)"], _ = _time(
+        [*query, "--no-server"], runs, {"XSEARCH_PRECISION": "bf16"}
+    )
     server, ready_s = start_server(store)
     try:
         _time(query, 1)  # the server's first answer, not measured
@@ -130,15 +144,61 @@ def run(workdir: Path, *, pictures: int, runs: int) -> dict[str, Any]:
     }
 
 
+def big_store_rows(
+    store: Path, env: dict[str, str], runs: int, rclip: Path | None
+) -> dict[str, Any]:
+    """Cold CLI queries on a large store (``python -m bench --only scale`` makes them),
+    alternating auto, int8 asked for by name, and rclip's cold query when given."""
+    from .indexing import rclip_cold_query
+    from .peers import RCLIP_SUBDIR
+
+    query = [*XSEARCH, "query", "a photo of a cat", "--store", str(store), "--paths", "-n", "10"]
+    rows: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for name, extra in (("auto", {}), ("int8", {"XSEARCH_PRECISION": "int8"})):
+            row, _ = _time([*query, "--no-server"], 1, {**env, **extra})
+            rows.setdefault(f"xsearch query --no-server ({name})", []).append(row["median_s"])
+        if rclip is not None:
+            folder = Path("/tmp/xsearch-bench/photos_300_1600x1200")
+            datadir = Path("/tmp/xsearch-bench/rclip_data")
+            if (datadir / RCLIP_SUBDIR).is_dir():
+                seconds = rclip_cold_query(folder, datadir, rclip, runs=1)["runs_s"]
+                rows.setdefault("rclip -n (300-photo index)", []).extend(seconds)
+    return {
+        name: {"median_s": round(statistics.median(v), 3), "runs_s": v} for name, v in rows.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pictures", type=int, default=50)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/xsearch-bench/cold-query"))
     parser.add_argument("--out", type=Path, default=RESULTS / "cold_query.json")
+    parser.add_argument(
+        "--big-store",
+        type=Path,
+        default=None,
+        help="also time cold queries on this store (e.g. /tmp/xsearch-bench/store_1000000)",
+    )
+    parser.add_argument("--rclip", type=Path, default=Path("/tmp/peers/bin/rclip"))
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["XSEARCH_CACHE"] = str(_cache(args.workdir))
     result = run(args.workdir, pictures=args.pictures, runs=args.runs)
+    if args.big_store is not None:
+        from .scale import _env
+
+        hub = args.big_store.parent / "hf"
+        result["big_store"] = {
+            "store": str(args.big_store),
+            "rows": big_store_rows(
+                args.big_store,
+                _env(hub),
+                args.runs,
+                args.rclip if args.rclip.exists() else None,
+            ),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     facts = result["store"]
@@ -150,6 +210,8 @@ def main() -> None:
         f"server ready after {result['server_ready_s']} s; same output both ways: "
         f"{result['identical_output']}; wrote {args.out}"
     )
+    for name, row in result.get("big_store", {}).get("rows", {}).items():
+        print(f"{args.big_store}: {name:40} median {row['median_s']:.3f} s  {row['runs_s']}")
 
 
 if __name__ == "__main__":

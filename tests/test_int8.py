@@ -222,3 +222,45 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
         # Each text alone gives what it gives in a batch.
         np.testing.assert_allclose(encoder.encode_texts(texts[2:]), got[2:], atol=1e-6)
         assert engine.search("a photo of a dog", limit=3)
+
+
+def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    from xsearch.encoders.clip_tokenizer import ClipTokenizer, build_clip_tokenizer
+    from xsearch.encoders.onnx_export import _TRICKY_TEXTS, probe_texts
+
+    build_clip_tokenizer(Path(default_bpe()), tmp_path / "tokenizer.json")
+    texts = [*probe_texts(), *_TRICKY_TEXTS, "A Photo of a CAT", "猫"]
+    for context in (77, 16):
+        mine = ClipTokenizer(tmp_path / "tokenizer.json", context)(texts)
+        theirs = SimpleTokenizer(context_length=context)(texts).numpy()
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_cold_text_query_on_the_int8_path_imports_neither_torch_nor_open_clip(
+    photos: Path, tmp_path: Path
+) -> None:
+    toy = {"model": "toy-bilingual", "cache_dir": tmp_path / "cache"}
+    with Engine(_settings(tmp_path).with_(**toy)) as engine:
+        engine.index([photos])  # exports both towers and the tokenizer
+        expected = engine.encoder.encode_texts(["a photo of a cat"])
+    code = (
+        "import sys; import numpy as np; from pathlib import Path; "
+        "from xsearch import Engine, Settings; "
+        f"e = Engine(Settings(store=Path({str(tmp_path / 'store')!r}), "
+        f"cache_dir=Path({str(tmp_path / 'cache')!r}), device='cpu')); "
+        "hits = e.search('a photo of a cat', limit=3); "
+        "np.save(sys.argv[1], e.embed_text('a photo of a cat')); "
+        "print(len(hits), 'torch' in sys.modules, 'open_clip' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "v.npy")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.split() == ["3", "False", "False"], out.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected[0], atol=1e-6)

@@ -128,9 +128,50 @@ def make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExpo
         agreement=agreement(reference, int8),
         int8_ms_per_text=1000 * int8_s / len(tokens),
         fp32_ms_per_text=1000 * fp32_s / 8,
+        context_length=context,
+        tokenizer=_torch_free_tokenizer(encoder, directory, context),
     )
     export.save()
     return export
+
+
+_TOKENIZER_FILE = "tokenizer.json"
+# Beyond the probe texts: what tends to break a re-implemented tokenizer.
+_TRICKY_TEXTS = (
+    "Ｔｈｅ  ＣＡＴ &amp;amp; the dog",
+    "naïve café résumé",
+    "😀 emoji 🐱 and ❤️",
+    "it's 12:30, o'clock! they'll've",
+    "  spaces\tand\nnewlines  ",
+    "中文 测试 猫 一只红色苹果的照片",
+    "<start_of_text> a literal <end_of_text>",
+    "ÀÉÎÕÜ ß ﬁ",
+    " ".join(f"word{i}" for i in range(120)),  # longer than any context: truncated
+    "",
+)
+
+
+def _torch_free_tokenizer(encoder: OpenClipEncoder, directory: Path, context: int) -> str | None:
+    """Save a ``tokenizers`` copy of the model's CLIP tokenizer if it is open_clip's
+    ``SimpleTokenizer`` and the copy gives the same ids on every probe and tricky text."""
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    from .clip_tokenizer import ClipTokenizer, build_clip_tokenizer
+
+    original = getattr(encoder, "_tokenizer", None)
+    if type(original) is not SimpleTokenizer or getattr(original, "reduction_fn", 1) is not None:
+        return None
+    partial = directory / f".{_TOKENIZER_FILE}.partial"
+    try:
+        build_clip_tokenizer(Path(default_bpe()), partial)
+        texts = [*probe_texts(), *_TRICKY_TEXTS]
+        same = np.array_equal(ClipTokenizer(partial, context)(texts), encoder.tokenize(texts))
+        if not same:
+            return None
+        partial.replace(directory / _TOKENIZER_FILE)
+        return _TOKENIZER_FILE
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def probe_texts() -> list[str]:

@@ -24,7 +24,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +224,10 @@ class TextExport:
     agreement: Agreement
     int8_ms_per_text: float
     fp32_ms_per_text: float
+    context_length: int = 77
+    # A torch-free tokenizer file in ``directory``, saved only where it gave open_clip's
+    # exact token ids on every probe text; None: queries tokenize through open_clip.
+    tokenizer: str | None = None
 
     def model_path(self, length: int) -> Path:
         return self.directory / f"text.{length}.int8.onnx"
@@ -240,6 +244,8 @@ class TextExport:
             "agreement": asdict(self.agreement),
             "int8_ms_per_text": self.int8_ms_per_text,
             "fp32_ms_per_text": self.fp32_ms_per_text,
+            "context_length": self.context_length,
+            "tokenizer": self.tokenizer,
         }
         tmp = self.directory / f".{TEXT_RECORD_FILE}.tmp"
         tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
@@ -258,11 +264,16 @@ class TextExport:
                 agreement=Agreement(**doc["agreement"]),
                 int8_ms_per_text=float(doc["int8_ms_per_text"]),
                 fp32_ms_per_text=float(doc["fp32_ms_per_text"]),
+                # Records made before the tokenizer was saved lack these two.
+                context_length=int(doc.get("context_length", 77)),
+                tokenizer=doc.get("tokenizer"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not export.lengths or not all(export.model_path(n).is_file() for n in export.lengths):
             return None
+        if export.tokenizer is not None and not (directory / export.tokenizer).is_file():
+            return replace(export, tokenizer=None)
         return export
 
 
@@ -273,6 +284,13 @@ class TextSessions:
     def __init__(self, export: TextExport) -> None:
         self.export = export
         self._sessions = {n: open_session(export.model_path(n), threads=1) for n in export.lengths}
+        self.tokenize: Callable[[Sequence[str]], npt.NDArray[np.int64]] | None = None
+        if export.tokenizer is not None:
+            from .clip_tokenizer import ClipTokenizer
+
+            self.tokenize = ClipTokenizer(
+                export.directory / export.tokenizer, export.context_length
+            )
 
     def encode(self, tokens: npt.NDArray[np.int64]) -> Vectors:
         """Raw vectors of token rows (n, context), one text per call."""
@@ -472,6 +490,9 @@ class Int8Encoder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         sessions = self._text_sessions()
+        if sessions is not None and sessions.tokenize is not None:
+            # Neither torch nor open_clip is needed: a cold query starts in a second.
+            return l2_normalise(sessions.encode(sessions.tokenize(texts)))
         encoder = self._torch_encoder()
         tokenize = getattr(encoder, "tokenize", None)
         if sessions is None or tokenize is None:
