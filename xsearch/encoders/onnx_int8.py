@@ -48,6 +48,8 @@ __all__ = [
 
 #: Bumped when the exported graph or its record changes meaning; older exports are redone.
 EXPORT_FORMAT = 1
+#: The same for the text tower's record (2: it names the torch-free tokenizer).
+TEXT_EXPORT_FORMAT = 2
 MODEL_FILE = "visual.int8.onnx"
 RECORD_FILE = "export.json"
 TEXT_RECORD_FILE = "text.json"
@@ -238,7 +240,7 @@ class TextExport:
 
     def save(self) -> None:
         doc = {
-            "format": EXPORT_FORMAT,
+            "format": TEXT_EXPORT_FORMAT,
             "lengths": list(self.lengths),
             "pad_id": self.pad_id,
             "agreement": asdict(self.agreement),
@@ -255,7 +257,7 @@ class TextExport:
     def load(cls, directory: Path) -> TextExport | None:
         try:
             doc = json.loads((directory / TEXT_RECORD_FILE).read_text(encoding="utf-8"))
-            if doc.get("format") != EXPORT_FORMAT:
+            if doc.get("format") != TEXT_EXPORT_FORMAT:
                 return None
             export = cls(
                 directory=directory,
@@ -264,9 +266,8 @@ class TextExport:
                 agreement=Agreement(**doc["agreement"]),
                 int8_ms_per_text=float(doc["int8_ms_per_text"]),
                 fp32_ms_per_text=float(doc["fp32_ms_per_text"]),
-                # Records made before the tokenizer was saved lack these two.
-                context_length=int(doc.get("context_length", 77)),
-                tokenizer=doc.get("tokenizer"),
+                context_length=int(doc["context_length"]),
+                tokenizer=doc["tokenizer"],
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
