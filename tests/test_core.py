@@ -157,6 +157,27 @@ def test_alembic_round_trip(tmp_path: Path) -> None:
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 
+def test_the_known_head_is_alembic_s_head_and_an_up_to_date_store_opens_without_alembic(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from xsearch.store import migrate
+    from xsearch.store.repository import Store
+
+    assert migrate.head_revision() == migrate.KNOWN_HEAD
+    Store(tmp_path / "s", create=True).close()
+    code = (
+        "import sys; from pathlib import Path; from xsearch.store.repository import Store; "
+        "Store(Path(sys.argv[1])).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_faiss_equals_numpy_oracle() -> None:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(500, 32)).astype(np.float32)

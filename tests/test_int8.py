@@ -264,3 +264,18 @@ def test_a_cold_text_query_on_the_int8_path_imports_neither_torch_nor_open_clip(
     )
     assert out.stdout.split() == ["3", "False", "False"], out.stderr
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected[0], atol=1e-6)
+
+
+def test_a_damaged_text_graph_falls_back_to_torch_with_a_notice(
+    photos: Path, tmp_path: Path
+) -> None:
+    toy = {"model": "toy-bilingual", "cache_dir": tmp_path / "cache"}
+    with Engine(_settings(tmp_path).with_(**toy)) as engine:
+        engine.index([photos])
+        directory = engine.encoder._export_dir  # type: ignore[attr-defined]
+        expected = engine.encoder.encode_texts(["a cat"])
+    (directory / "text.16.int8.onnx").write_bytes(b"garbage")
+    with Engine(_settings(tmp_path).with_(**toy)) as engine:
+        got = engine.embed_text("a cat")
+        assert any("Texts are encoded by torch instead" in n for n in engine.notices)
+    assert float(got @ expected[0]) > 0.998

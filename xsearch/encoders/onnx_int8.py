@@ -280,11 +280,12 @@ class TextExport:
 
 class TextSessions:
     """The text tower's sessions, one per length, each on one thread (a query is a few
-    rows of work; a second thread only waits on the first)."""
+    rows of work; a second thread only waits on the first). Each is loaded the first time a
+    text of its length comes: a cold query of a few words loads one 64 MB graph, not all."""
 
     def __init__(self, export: TextExport) -> None:
         self.export = export
-        self._sessions = {n: open_session(export.model_path(n), threads=1) for n in export.lengths}
+        self._sessions: dict[int, Any] = {}
         self.tokenize: Callable[[Sequence[str]], npt.NDArray[np.int64]] | None = None
         if export.tokenizer is not None:
             from .clip_tokenizer import ClipTokenizer
@@ -303,11 +304,16 @@ class TextSessions:
             padded = np.full((1, length), pad, dtype=np.int64)
             take = min(length, row.shape[0])
             padded[0, :take] = row[:take]
-            session = self._sessions[length]
+            session = self._session(length)
             name = session.get_inputs()[0].name
             out.append(session.run(None, {name: padded})[0][0])
         vectors: Vectors = np.stack(out).astype(np.float32, copy=False)
         return vectors
+
+    def _session(self, length: int) -> Any:
+        if length not in self._sessions:
+            self._sessions[length] = open_session(self.export.model_path(length), threads=1)
+        return self._sessions[length]
 
 
 def open_session(model_path: Path, threads: int | None = None) -> Any:
@@ -491,11 +497,16 @@ class Int8Encoder:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         sessions = self._text_sessions()
-        if sessions is not None and sessions.tokenize is not None:
-            # Neither torch nor open_clip is needed: a cold query starts in a second.
-            return l2_normalise(sessions.encode(sessions.tokenize(texts)))
-        encoder = self._torch_encoder()
-        tokenize = getattr(encoder, "tokenize", None)
-        if sessions is None or tokenize is None:
-            return encoder.encode_texts(texts)
-        return l2_normalise(sessions.encode(tokenize(texts)))
+        try:
+            if sessions is not None and sessions.tokenize is not None:
+                # Neither torch nor open_clip is needed: a cold query starts in a second.
+                return l2_normalise(sessions.encode(sessions.tokenize(texts)))
+            encoder = self._torch_encoder()
+            tokenize = getattr(encoder, "tokenize", None)
+            if sessions is not None and tokenize is not None:
+                return l2_normalise(sessions.encode(tokenize(texts)))
+        except ModelError as exc:  # a damaged graph in the cache: torch answers instead
+            with self._lock:
+                self._text = None
+            self.notices.append(f"{exc} Texts are encoded by torch instead.")
+        return self._torch_encoder().encode_texts(texts)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 
 from ..errors import StoreError
 
-__all__ = ["current_revision", "downgrade", "head_revision", "migrations_dir", "upgrade"]
+__all__ = [
+    "KNOWN_HEAD",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "is_current",
+    "migrations_dir",
+    "upgrade",
+]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -46,14 +54,30 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(_config(conn), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at; None for an empty database."""
-    from alembic.runtime.migration import MigrationContext
+#: The newest revision in migrations/versions, so that opening an up-to-date store needs no
+#: alembic import (0.2 s of a cold query). A test checks it against alembic's own answer;
+#: a store at any other revision is migrated by alembic as before.
+KNOWN_HEAD = "0002"
 
+
+def is_current(engine: Engine) -> bool:
+    """Whether the database is at the newest revision (read without importing alembic)."""
+    return current_revision(engine) == KNOWN_HEAD
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at; None for an empty database.
+
+    Read straight from alembic's one-row version table, as alembic itself reads it for a
+    history without branches.
+    """
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
-        return MigrationContext.configure(conn).get_current_revision()
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        raise StoreError(f"The store's schema has several heads ({', '.join(rows)}).")
+    return rows[0] if rows else None
 
 
 def head_revision() -> str:

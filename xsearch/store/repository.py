@@ -193,7 +193,7 @@ class Store:
         )
         event.listen(self.engine, "connect", _set_pragmas)
         try:
-            if migrate.current_revision(self.engine) != migrate.head_revision():
+            if not migrate.is_current(self.engine):
                 migrate.upgrade(self.engine)
         except (DatabaseError, OperationalError) as exc:
             raise StoreCorruptError(
