@@ -279,3 +279,27 @@ def test_a_damaged_text_graph_falls_back_to_torch_with_a_notice(
         got = engine.embed_text("a cat")
         assert any("Texts are encoded by torch instead" in n for n in engine.notices)
     assert float(got @ expected[0]) > 0.998
+
+
+def test_a_failed_export_leaves_auto_on_torch_and_stops_a_forced_int8_with_a_message(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime.quantization
+
+    from xsearch.errors import ModelError
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("quantiser exploded")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", broken)
+    settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
+    with Engine(settings) as engine:
+        report = engine.index([photos])
+        assert report.counts["indexed"] == 7
+        assert engine.encoder.image_precision in ("bf16", "fp32")  # type: ignore[attr-defined]
+        assert any("quantiser exploded" in n for n in engine.notices)
+    with (
+        Engine(settings.with_(precision="int8", store=tmp_path / "forced")) as engine,
+        pytest.raises(ModelError, match="Could not quantise"),
+    ):
+        engine.index([photos])

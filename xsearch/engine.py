@@ -188,8 +188,13 @@ class Engine:
                         f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it "
                         f"is cached in {directory}."
                     )
-                # Made here, while indexing, so that no query ever waits for an export.
-                text = make_int8_text_export(source, directory)
+                # Made here, while indexing, so that no query ever waits for an export. If
+                # it fails, queries stay on torch; indexing goes on.
+                try:
+                    text = make_int8_text_export(source, directory)
+                except ModelError as exc:
+                    text = None
+                    self._encoder_notices.append(f"{exc} Texts stay on torch.")
                 if text is not None:
                     self._encoder_notices.append(
                         f"Prepared its int8 text tower too ({text.agreement.describe('texts')})."

@@ -56,7 +56,8 @@ def make_int8_export(
     """Export ``encoder``'s image tower to ``directory`` (replacing what is there)."""
     started = time.perf_counter()
     _check_tools()
-    tower, cfg = encoder.fp32_image_model()
+    with _as_model_error("build the fp32 image tower for export"):
+        tower, cfg = encoder.fp32_image_model()
     preprocess = _preprocess_of(cfg, encoder.profile_name)
     directory.parent.mkdir(parents=True, exist_ok=True)
     partial = directory.parent / f".{directory.name}.partial-{os.getpid()}"
@@ -250,8 +251,10 @@ def _export_onnx(
                 opset_version=17,
                 dynamo=False,
             )
+    except MemoryError as exc:
+        raise ModelError("Ran out of memory exporting the tower to ONNX.") from exc
     except Exception as exc:  # the exporter raises many types for unsupported graphs
-        raise ModelError(f"Could not export the image tower to ONNX: {exc}") from exc
+        raise ModelError(f"Could not export the tower to ONNX: {exc}") from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
@@ -276,7 +279,7 @@ def _quiet_root_logger() -> Iterator[None]:
 def _quantise(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_root_logger():
+    with _quiet_root_logger(), _as_model_error("quantise the exported tower"):
         quantize_dynamic(
             str(source),
             str(target),
@@ -286,6 +289,20 @@ def _quantise(source: Path, target: Path) -> None:
             # avoid that at a small cost in precision (ONNX Runtime's advice).
             reduce_range=not _cpu_has_vnni(),
         )
+
+
+@contextlib.contextmanager
+def _as_model_error(doing: str) -> Iterator[None]:
+    """Failures of the export tools (their own exception types, or memory) as ModelError,
+    which ``auto`` answers by staying on torch."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except MemoryError as exc:
+        raise ModelError(f"Ran out of memory trying to {doing}.") from exc
+    except Exception as exc:  # ONNX and ONNX Runtime raise many types
+        raise ModelError(f"Could not {doing}: {exc}") from exc
 
 
 def _cpu_has_vnni() -> bool:

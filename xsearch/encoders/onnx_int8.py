@@ -398,7 +398,7 @@ class Int8Encoder:
                 return
             try:
                 export = self._prepare(False)
-            except ModelError as exc:
+            except ModelError as exc:  # the export failed: torch encodes images instead
                 if self._forced:
                     raise
                 self._images_by_torch = True
