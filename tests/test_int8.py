@@ -303,3 +303,12 @@ def test_a_failed_export_leaves_auto_on_torch_and_stops_a_forced_int8_with_a_mes
         pytest.raises(ModelError, match="Could not quantise"),
     ):
         engine.index([photos])
+
+
+def test_an_unwritable_cache_leaves_auto_on_torch(photos: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    with Engine(_settings(tmp_path, cache_dir=blocker)) as engine:
+        assert engine.index([photos]).counts["indexed"] == 7
+        assert engine.encoder.image_precision in ("bf16", "fp32")  # type: ignore[attr-defined]
+        assert any("export the int8 image tower" in n for n in engine.notices)

@@ -53,7 +53,18 @@ _NEIGHBOURS = 10
 def make_int8_export(
     encoder: OpenClipEncoder, directory: Path, *, probe_pictures: int = PROBE_PICTURES
 ) -> TowerExport:
-    """Export ``encoder``'s image tower to ``directory`` (replacing what is there)."""
+    """Export ``encoder``'s image tower to ``directory`` (replacing what is there).
+
+    Every failure (tools missing, an unsupported graph, a full disk, a read-only cache,
+    memory) is a ModelError, which ``auto`` answers by staying on torch.
+    """
+    with _as_model_error(f"export the int8 image tower to {directory}"):
+        return _make_int8_export(encoder, directory, probe_pictures)
+
+
+def _make_int8_export(
+    encoder: OpenClipEncoder, directory: Path, probe_pictures: int
+) -> TowerExport:
     started = time.perf_counter()
     _check_tools()
     with _as_model_error("build the fp32 image tower for export"):
@@ -97,8 +108,14 @@ def make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExpo
     """Export ``encoder``'s text tower next to its image tower's export in ``directory``.
 
     One graph per padded length (``TEXT_LENGTHS`` and the full context), because a traced
-    graph has fixed shapes. None for towers that cannot be run at a fixed padded length.
+    graph has fixed shapes. None for towers that cannot be run at a fixed padded length;
+    every failure is a ModelError.
     """
+    with _as_model_error(f"export the int8 text tower to {directory}"):
+        return _make_int8_text_export(encoder, directory)
+
+
+def _make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExport | None:
     _check_tools()
     made = encoder.fp32_text_model()
     if made is None:
@@ -107,8 +124,9 @@ def make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExpo
     context = int(encoder.tokenize(["x"]).shape[1])
     lengths = tuple(sorted({n for n in TEXT_LENGTHS if n < context} | {context}))
     for length in lengths:
-        fp32_path = directory / f".text.{length}.fp32.partial.onnx"
-        int8_path = directory / f".text.{length}.int8.partial.onnx"
+        # Named per process: two indexing runs may export the same model at once.
+        fp32_path = directory / f".text.{length}.fp32.partial-{os.getpid()}.onnx"
+        int8_path = directory / f".text.{length}.int8.partial-{os.getpid()}.onnx"
         try:
             # A dummy without padding: the traced graph keeps all ``length`` positions.
             _export_onnx(tower, torch.ones((1, length), dtype=torch.int64), fp32_path, "tokens")
@@ -162,7 +180,7 @@ def _torch_free_tokenizer(encoder: OpenClipEncoder, directory: Path, context: in
     original = getattr(encoder, "_tokenizer", None)
     if type(original) is not SimpleTokenizer or getattr(original, "reduction_fn", 1) is not None:
         return None
-    partial = directory / f".{_TOKENIZER_FILE}.partial"
+    partial = directory / f".{_TOKENIZER_FILE}.partial-{os.getpid()}"
     try:
         build_clip_tokenizer(Path(default_bpe()), partial)
         texts = [*probe_texts(), *_TRICKY_TEXTS]

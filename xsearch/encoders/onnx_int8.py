@@ -186,7 +186,7 @@ class TowerExport:
             "export_seconds": self.export_seconds,
             "onnxruntime_version": self.onnxruntime_version,
         }
-        tmp = self.directory / f".{RECORD_FILE}.tmp"
+        tmp = self.directory / f".{RECORD_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
         tmp.replace(self.directory / RECORD_FILE)
 
@@ -249,7 +249,7 @@ class TextExport:
             "context_length": self.context_length,
             "tokenizer": self.tokenizer,
         }
-        tmp = self.directory / f".{TEXT_RECORD_FILE}.tmp"
+        tmp = self.directory / f".{TEXT_RECORD_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
         tmp.replace(self.directory / TEXT_RECORD_FILE)
 
