@@ -312,3 +312,21 @@ def test_an_unwritable_cache_leaves_auto_on_torch(photos: Path, tmp_path: Path) 
         assert engine.index([photos]).counts["indexed"] == 7
         assert engine.encoder.image_precision in ("bf16", "fp32")  # type: ignore[attr-defined]
         assert any("export the int8 image tower" in n for n in engine.notices)
+
+
+def test_info_says_what_encodes_images_and_texts_without_loading_a_model(
+    photos: Path, tmp_path: Path
+) -> None:
+    toy = {"model": "toy-bilingual", "cache_dir": tmp_path / "cache"}
+    settings = _settings(tmp_path).with_(**toy)
+    with Engine(settings) as engine:
+        engine.index([photos])
+    with Engine(settings.with_(model=None)) as engine:
+        info = engine.info()
+        assert engine._encoder is None  # nothing was loaded to answer
+    assert info.image_encoding.startswith("int8 (cosine to fp32")
+    assert info.text_encoding.startswith("int8 (") and "texts" in info.text_encoding
+    with Engine(settings.with_(model=None, precision="bf16")) as engine:
+        assert engine.info().image_encoding == "torch bf16"
+    with Engine(settings.with_(model=None, cache_dir=tmp_path / "empty")) as engine:
+        assert engine.info().image_encoding.startswith("torch until an indexing run")

@@ -16,6 +16,7 @@ import numpy as np
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
 from .encoders.onnx_int8 import (
+    Agreement,
     Int8Encoder,
     TextExport,
     TowerExport,
@@ -62,6 +63,10 @@ class StoreInfo:
     # Tuned search knobs ("nprobe=32") and build shape ("nlist=2048") of an approximate index.
     index_params: str = ""
     index_build: str = ""
+    # How this engine's settings encode images and texts for the store's model: "int8 (its
+    # measured agreement)", or torch and why (see onnx_int8.py).
+    image_encoding: str = ""
+    text_encoding: str = ""
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -500,7 +505,41 @@ class Engine:
             index_recall_at_10=float(recall) if isinstance(recall, int | float) else None,
             index_params=str(index.get("params", "")) if index else "",
             index_build=str(index.get("build", "")) if index else "",
+            **self._encodings(model.profile if model else None),
         )
+
+    def _encodings(self, profile: str | None) -> dict[str, str]:
+        """What encodes images and texts, read from the cached export (no model is loaded)."""
+        precision = self.settings.precision
+        if profile is None:
+            return {}
+        if precision in ("fp32", "bf16"):
+            return {"image_encoding": f"torch {precision}", "text_encoding": f"torch {precision}"}
+        if self.settings.device not in ("auto", "cpu") or not onnxruntime_available():
+            return {"image_encoding": "torch", "text_encoding": "torch"}
+        directory = export_directory(
+            self.settings.resolved_cache_dir, profile, self.settings.checkpoint
+        )
+        image, text = _current_export(directory), TextExport.load(directory)
+        if image is None:
+            pending = "torch until an indexing run exports the int8 tower"
+            return {"image_encoding": pending, "text_encoding": pending}
+        forced = precision == "int8"
+
+        def verdict(agreement: Agreement, what: str) -> str:
+            measured = agreement.describe(what)
+            if agreement.holds or forced:
+                return f"int8 ({measured})"
+            return f"torch: its int8 tower misses the agreement gate ({measured})"
+
+        return {
+            "image_encoding": verdict(image.agreement, "pictures"),
+            "text_encoding": (
+                verdict(text.agreement, "texts")
+                if text is not None
+                else "torch (this text tower has no int8 export)"
+            ),
+        }
 
     def info_json(self) -> str:
         return json.dumps(self.info().to_json(), indent=2)
