@@ -330,8 +330,8 @@ def open_session(model_path: Path, threads: int | None = None) -> Any:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ONNX Runtime raises its own exception types
         raise ModelError(
-            f"Could not load the int8 image tower {model_path}: {exc}. Delete that folder "
-            "to have it exported again, or index with --precision bf16."
+            f"Could not load the int8 graph {model_path}: {exc}. Delete that folder to "
+            "have it exported again, or index with --precision bf16."
         ) from exc
 
 
@@ -353,9 +353,10 @@ class Int8Encoder:
     Built by the Engine with what it knows without torch: the model's identity (from a
     cached export, or from ``torch_encoder``) and two callables. ``prepare(again)`` returns
     the export, making it if there is none yet (or anew, if ``again``); it is called the
-    first time images are needed, so a text query never exports anything. ``torch_encoder`` returns the ordinary
-    encoder: it encodes texts, and images too when the int8 tower does not agree with fp32
-    (unless ``forced``, i.e. int8 was asked for by name).
+    first time images are needed, so a text query never exports anything.
+    ``torch_encoder`` returns the ordinary encoder: it encodes texts that have no int8
+    tower, and images too when the int8 tower does not agree with fp32 or could not be
+    made (unless ``forced``, i.e. int8 was asked for by name).
     """
 
     precision = "int8"
@@ -398,20 +399,14 @@ class Int8Encoder:
                 return
             try:
                 export = self._prepare(False)
-            except ModelError as exc:  # the export failed: torch encodes images instead
+                if export.agreement.holds or self._forced:
+                    self._session, self._export = self._open_or_remake(export)
+                    return
+            except ModelError as exc:  # no usable export: torch encodes images instead
                 if self._forced:
                     raise
                 self._images_by_torch = True
                 self.notices.append(f"{exc} Images are encoded by torch instead.")
-                return
-            if export.agreement.holds or self._forced:
-                try:
-                    self._session = open_session(export.model_path, self._threads)
-                except ModelError:
-                    # A damaged cache file: export again, once.
-                    export = self._prepare(True)
-                    self._session = open_session(export.model_path, self._threads)
-                self._export = export
                 return
             self._images_by_torch = True
             self.notices.append(
@@ -419,6 +414,13 @@ class Int8Encoder:
                 f"with fp32 ({export.agreement.describe()}); images are encoded by torch. "
                 "Pass --precision int8 to use it anyway."
             )
+
+    def _open_or_remake(self, export: TowerExport) -> tuple[Any, TowerExport]:
+        try:
+            return open_session(export.model_path, self._threads), export
+        except ModelError:  # a damaged cache file: export again, once
+            remade = self._prepare(True)
+            return open_session(remade.model_path, self._threads), remade
 
     @property
     def export(self) -> TowerExport | None:
