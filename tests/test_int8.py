@@ -330,3 +330,23 @@ def test_info_says_what_encodes_images_and_texts_without_loading_a_model(
         assert engine.info().image_encoding == "torch bf16"
     with Engine(settings.with_(model=None, cache_dir=tmp_path / "empty")) as engine:
         assert engine.info().image_encoding.startswith("torch until an indexing run")
+
+
+def test_a_text_tower_that_cannot_be_exported_is_recorded_and_not_retried(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xsearch.encoders.openclip import OpenClipEncoder
+
+    monkeypatch.setattr(OpenClipEncoder, "fp32_text_model", lambda self: None)
+    settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
+    with Engine(settings) as engine:
+        engine.index([photos])
+        assert engine.encoder.text_precision == "torch"  # type: ignore[attr-defined]
+        assert "only causal CLIP text towers" in engine.info().text_encoding
+
+    def no_torch(*_args: object) -> None:
+        raise AssertionError("the torch encoder was built")
+
+    monkeypatch.setattr(Engine, "_torch_encoder", no_torch)
+    with Engine(settings.with_(store=tmp_path / "second")) as engine:
+        assert engine.index([photos]).counts["indexed"] == 7

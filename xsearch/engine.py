@@ -21,7 +21,9 @@ from .encoders.onnx_int8 import (
     TextExport,
     TowerExport,
     export_directory,
+    mark_text_not_exported,
     onnxruntime_available,
+    text_not_exported,
 )
 from .encoders.profiles import DEFAULT_PROFILE, ModelProfile, get_profile
 from .errors import ConfigError, ModelError, ModelMismatchError, QueryError, StoreNotFoundError
@@ -40,6 +42,9 @@ from .thumbs import thumbnail
 __all__ = ["Engine", "StoreInfo"]
 
 _TEXT_CACHE_SIZE = 256
+_NOT_A_CLIP_TEXT_TOWER = (
+    "only causal CLIP text towers are exported to int8; this one stays on torch"
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,9 @@ class Engine:
 
         def prepare(again: bool) -> TowerExport:
             export = None if again else _current_export(directory)
-            if export is None or TextExport.load(directory) is None:
+            text_settled = TextExport.load(directory) or text_not_exported(directory)
+            # (Re-making the image export replaces the folder, text graphs included.)
+            if export is None or not text_settled:
                 from .encoders.onnx_export import make_int8_export, make_int8_text_export
                 from .encoders.openclip import OpenClipEncoder
 
@@ -197,8 +204,11 @@ class Engine:
                 # it fails, queries stay on torch; indexing goes on.
                 try:
                     text = make_int8_text_export(source, directory)
+                    if text is None:
+                        mark_text_not_exported(directory, _NOT_A_CLIP_TEXT_TOWER)
                 except ModelError as exc:
                     text = None
+                    mark_text_not_exported(directory, str(exc))
                     self._encoder_notices.append(f"{exc} Texts stay on torch.")
                 if text is not None:
                     self._encoder_notices.append(
@@ -537,7 +547,7 @@ class Engine:
             "text_encoding": (
                 verdict(text.agreement, "texts")
                 if text is not None
-                else "torch (this text tower has no int8 export)"
+                else f"torch ({text_not_exported(directory) or 'no int8 text export yet'})"
             ),
         }
 

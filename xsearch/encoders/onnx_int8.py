@@ -43,7 +43,9 @@ __all__ = [
     "TowerExport",
     "WeightsStamp",
     "export_directory",
+    "mark_text_not_exported",
     "onnxruntime_available",
+    "text_not_exported",
 ]
 
 #: Bumped when the exported graph or its record changes meaning; older exports are redone.
@@ -53,6 +55,9 @@ TEXT_EXPORT_FORMAT = 2
 MODEL_FILE = "visual.int8.onnx"
 RECORD_FILE = "export.json"
 TEXT_RECORD_FILE = "text.json"
+# Written instead of a text record when the text tower was not exported, with the reason:
+# later runs then need not import torch to find that out again.
+TEXT_NONE_FILE = "text.none"
 
 # The int8 tower is used by default only when, over the probe pictures, its vectors agree
 # with the fp32 tower's at least this well. bf16 weights reach 0.9999 (min) on the trained
@@ -276,6 +281,20 @@ class TextExport:
         if export.tokenizer is not None and not (directory / export.tokenizer).is_file():
             return replace(export, tokenizer=None)
         return export
+
+
+def text_not_exported(directory: Path) -> str | None:
+    """Why the text tower of this export has no int8 graphs, if an export run said so."""
+    try:
+        return (directory / TEXT_NONE_FILE).read_text(encoding="utf-8").strip() or "unknown"
+    except OSError:
+        return None
+
+
+def mark_text_not_exported(directory: Path, reason: str) -> None:
+    tmp = directory / f".{TEXT_NONE_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(reason + "\n", encoding="utf-8")
+    tmp.replace(directory / TEXT_NONE_FILE)
 
 
 class TextSessions:
