@@ -561,6 +561,8 @@ class OpenClipEncoder:
         """A separate fp32 copy of a CLIP text tower and its pad id, for export; None for
         towers whose answer depends on the padding (only causal towers pooled at the end of
         text can be run at a fixed padded length)."""
+        if self._text_cfg.get("hf_model_name"):
+            return None  # a Hugging Face tower (XLM-R, ...): known without building it
         model, _ = self._built(TEXT, torch.float32)
         import open_clip
 
