@@ -191,16 +191,14 @@ class TowerExport:
             "export_seconds": self.export_seconds,
             "onnxruntime_version": self.onnxruntime_version,
         }
-        tmp = self.directory / f".{RECORD_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        tmp.replace(self.directory / RECORD_FILE)
+        _write_atomically(self.directory / RECORD_FILE, json.dumps(doc, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> TowerExport | None:
         """The export in ``directory``, or None when there is none (or an unusable one)."""
         try:
-            doc = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-            if doc.get("format") != EXPORT_FORMAT:
+            doc = _read_record(directory / RECORD_FILE, EXPORT_FORMAT)
+            if doc is None:
                 return None
             weights = doc["weights"]
             return cls(
@@ -254,15 +252,13 @@ class TextExport:
             "context_length": self.context_length,
             "tokenizer": self.tokenizer,
         }
-        tmp = self.directory / f".{TEXT_RECORD_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        tmp.replace(self.directory / TEXT_RECORD_FILE)
+        _write_atomically(self.directory / TEXT_RECORD_FILE, json.dumps(doc, indent=2))
 
     @classmethod
     def load(cls, directory: Path) -> TextExport | None:
         try:
-            doc = json.loads((directory / TEXT_RECORD_FILE).read_text(encoding="utf-8"))
-            if doc.get("format") != TEXT_EXPORT_FORMAT:
+            doc = _read_record(directory / TEXT_RECORD_FILE, TEXT_EXPORT_FORMAT)
+            if doc is None:
                 return None
             export = cls(
                 directory=directory,
@@ -292,9 +288,23 @@ def text_not_exported(directory: Path) -> str | None:
 
 
 def mark_text_not_exported(directory: Path, reason: str) -> None:
-    tmp = directory / f".{TEXT_NONE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(reason + "\n", encoding="utf-8")
-    tmp.replace(directory / TEXT_NONE_FILE)
+    _write_atomically(directory / TEXT_NONE_FILE, reason + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file of this process, then a rename:
+    a reader never sees half a record, and two exporters never share a temporary file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_record(path: Path, fmt: int) -> dict[str, Any] | None:
+    """The JSON record at ``path`` if it is of format ``fmt``; None if absent or older."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        return None
+    return doc
 
 
 class TextSessions:
