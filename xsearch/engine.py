@@ -20,6 +20,7 @@ from .encoders.onnx_int8 import (
     Int8Encoder,
     TextExport,
     TowerExport,
+    current_export,
     export_directory,
     mark_text_not_exported,
     onnxruntime_available,
@@ -173,7 +174,7 @@ class Engine:
 
         # Where a GPU may be there, torch is asked where it would run (not the CPU: no int8).
         ask_torch = self.settings.device == "auto" and self.settings.precision == "auto"
-        cached = None if ask_torch and _accelerator_likely() else _current_export(directory)
+        cached = None if ask_torch and _accelerator_likely() else current_export(directory)
         if cached is not None:
             # Everything an indexing run needs is in the record: torch is never imported.
             identity = (cached.profile, cached.fingerprint, cached.dim, cached.preprocess.size)
@@ -184,7 +185,7 @@ class Engine:
             identity = (first.profile_name, first.fingerprint, first.dim, _input_size(first))
 
         def prepare(again: bool) -> TowerExport:
-            export = None if again else _current_export(directory)
+            export = None if again else current_export(directory)
             text_settled = TextExport.load(directory) or text_not_exported(directory)
             # (Re-making the image export replaces the folder, text graphs included.)
             if export is None or not text_settled:
@@ -530,7 +531,7 @@ class Engine:
         directory = export_directory(
             self.settings.resolved_cache_dir, profile, self.settings.checkpoint
         )
-        image, text = _current_export(directory), TextExport.load(directory)
+        image, text = current_export(directory), TextExport.load(directory)
         if image is None:
             pending = "torch until an indexing run exports the int8 tower"
             return {"image_encoding": pending, "text_encoding": pending}
@@ -553,11 +554,6 @@ class Engine:
 
     def info_json(self) -> str:
         return json.dumps(self.info().to_json(), indent=2)
-
-
-def _current_export(directory: Path) -> TowerExport | None:
-    export = TowerExport.load(directory)
-    return export if export is not None and export.current() else None
 
 
 def _input_size(encoder: Encoder) -> int:

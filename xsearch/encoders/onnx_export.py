@@ -27,6 +27,7 @@ import numpy.typing as npt
 import torch
 
 from ..errors import ModelError
+from .cpu import cpu_has_any
 from .onnx_int8 import (
     MODEL_FILE,
     Agreement,
@@ -324,11 +325,9 @@ def _as_model_error(doing: str) -> Iterator[None]:
 
 
 def _cpu_has_vnni() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
-    except OSError:
-        return True  # not Linux: ARM and Apple CPUs have their own int8 dot products
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    vnni = cpu_has_any("avx512_vnni", "avx_vnni", "amx_int8")
+    # Not Linux (None): ARM and Apple CPUs have their own int8 dot products.
+    return True if vnni is None else vnni
 
 
 def probe_pixels(preprocess: ImagePreprocess, n: int) -> npt.NDArray[np.float32]:

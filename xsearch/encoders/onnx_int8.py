@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from ..errors import ModelError
 from .base import Encoder, Vectors, l2_normalise
+from .cpu import cpu_model
 from .preprocess import ImagePreprocess
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "TextExport",
     "TowerExport",
     "WeightsStamp",
+    "current_export",
     "export_directory",
     "mark_text_not_exported",
     "onnxruntime_available",
@@ -94,18 +96,7 @@ def export_directory(cache_root: Path, profile: str, checkpoint: Path | None) ->
 
 def _machine() -> str:
     # Quantised kernels and the agreement measured with them belong to one kind of CPU.
-    return f"{platform.machine()}-{_cpu_model()}"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return f"{platform.machine()}-{cpu_model()}"
 
 
 @dataclass(frozen=True)
@@ -279,6 +270,12 @@ class TextExport:
         return export
 
 
+def current_export(directory: Path) -> TowerExport | None:
+    """The image export in ``directory`` if there is one and its checkpoint is unchanged."""
+    export = TowerExport.load(directory)
+    return export if export is not None and export.current() else None
+
+
 def text_not_exported(directory: Path) -> str | None:
     """Why the text tower of this export has no int8 graphs, if an export run said so."""
     try:
@@ -388,8 +385,6 @@ class Int8Encoder:
     made (unless ``forced``, i.e. int8 was asked for by name).
     """
 
-    precision = "int8"
-
     def __init__(
         self,
         *,
@@ -401,7 +396,6 @@ class Int8Encoder:
         torch_encoder: Callable[[], Encoder],
         export_dir: Path,
         forced: bool = False,
-        threads: int | None = None,
     ) -> None:
         self._profile_name = profile_name
         self._fingerprint = fingerprint
@@ -410,7 +404,6 @@ class Int8Encoder:
         self._prepare = prepare
         self._torch_encoder = torch_encoder
         self._forced = forced
-        self._threads = threads
         self._lock = threading.Lock()
         self._export: TowerExport | None = None
         self._session: Any = None
@@ -446,10 +439,10 @@ class Int8Encoder:
 
     def _open_or_remake(self, export: TowerExport) -> tuple[Any, TowerExport]:
         try:
-            return open_session(export.model_path, self._threads), export
+            return open_session(export.model_path), export
         except ModelError:  # a damaged cache file: export again, once
             remade = self._prepare(True)
-            return open_session(remade.model_path, self._threads), remade
+            return open_session(remade.model_path), remade
 
     @property
     def export(self) -> TowerExport | None:
@@ -509,11 +502,10 @@ class Int8Encoder:
         with self._lock:
             if not self._text_resolved:
                 self._text_resolved = True
-                image = TowerExport.load(self._export_dir)
+                image = current_export(self._export_dir)
                 text = TextExport.load(self._export_dir)
                 if (
                     image is not None
-                    and image.current()
                     and image.fingerprint == self._fingerprint
                     and text is not None
                     and (text.agreement.holds or self._forced)

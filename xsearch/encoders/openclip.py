@@ -20,6 +20,7 @@ from PIL import Image
 from ..config import PRECISIONS
 from ..errors import ModelError, ModelUnavailableError
 from .base import Vectors, l2_normalise
+from .cpu import cpu_has_any
 from .hub import (
     HubRepo,
     cached_snapshot,
@@ -380,11 +381,7 @@ def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), on Linux."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    return bool(cpu_has_any("avx512_bf16", "amx_bf16"))
 
 
 def _cpu_dtype(precision: str) -> torch.dtype:
