@@ -238,7 +238,7 @@ def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:
         np.testing.assert_array_equal(mine, theirs)
 
 
-def test_a_cold_text_query_on_the_int8_path_imports_neither_torch_nor_open_clip(
+def test_a_cold_text_query_on_the_int8_path_imports_no_torch_open_clip_or_sqlalchemy(
     photos: Path, tmp_path: Path
 ) -> None:
     toy = {"model": "toy-bilingual", "cache_dir": tmp_path / "cache"}
@@ -252,7 +252,8 @@ def test_a_cold_text_query_on_the_int8_path_imports_neither_torch_nor_open_clip(
         f"cache_dir=Path({str(tmp_path / 'cache')!r}), device='cpu')); "
         "hits = e.search('a photo of a cat', limit=3); "
         "np.save(sys.argv[1], e.embed_text('a photo of a cat')); "
-        "print(len(hits), 'torch' in sys.modules, 'open_clip' in sys.modules)"
+        "print(len(hits), 'torch' in sys.modules, 'open_clip' in sys.modules, "
+        "'sqlalchemy' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "v.npy")],
@@ -262,7 +263,8 @@ def test_a_cold_text_query_on_the_int8_path_imports_neither_torch_nor_open_clip(
         check=True,
         cwd=ROOT,
     )
-    assert out.stdout.split() == ["3", "False", "False"], out.stderr
+    # SQLAlchemy neither: the reads go through sqlite3 (a quarter of a second less).
+    assert out.stdout.split() == ["3", "False", "False", "False"], out.stderr
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected[0], atol=1e-6)
 
 

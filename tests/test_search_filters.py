@@ -271,6 +271,22 @@ def test_migration_backfills_and_downgrades(tmp_path: Path) -> None:
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 
+def test_a_query_on_a_store_of_an_older_schema_migrates_it_first(
+    library: tuple[Path, Engine], tmp_path: Path
+) -> None:
+    root, _ = library
+    copy = tmp_path / "old"
+    shutil.copytree(root / "store", copy)
+    migrate.downgrade(create_engine(f"sqlite:///{copy / 'xsearch.db'}"), "0001")
+    with Engine(Settings(store=copy)) as engine:
+        # The reader alone would fail on the missing keyword table; the store is migrated.
+        assert engine.store().schema_is_current()
+        exif_hits = engine.store().keyword_media("exif", SearchFilters(), 10)
+        assert [engine.media(m).display_path for m in exif_hits] == [  # type: ignore[union-attr]
+            str(root / "b" / "exif.jpg")
+        ]
+
+
 # -- the CLI ---------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,12 +34,16 @@ from .hits import SearchHit
 from .imagequery import load_query_image
 from .index.manager import IndexManager
 from .index.selector import SelectorPolicy
-from .indexer import FileOutcome, Indexer, IndexReport, Progress
 from .query import SearchRequest, SubsetCache, run_search
 from .querylang import ImageData, ImagePath, MediaRef, Query, Text, WeightedTerm
 from .store.lock import WriterLock
-from .store.repository import DB_NAME, HitRow, Store, StoreModel
+from .store.reader import StoreReader
+from .store.records import DB_NAME, HitRow, StoreModel
 from .thumbs import thumbnail
+
+if TYPE_CHECKING:
+    from .indexer import FileOutcome, IndexReport, Progress
+    from .store.repository import Store
 
 __all__ = ["Engine", "StoreInfo"]
 
@@ -89,7 +94,9 @@ class Engine:
     def __init__(self, settings: Settings | None = None, *, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self._encoder = encoder
-        self._store: Store | None = None
+        # Queries read through the light reader; indexing opens the SQLAlchemy store.
+        self._store: StoreReader | None = None
+        self._writer: Store | None = None
         self._index: IndexManager | None = None
         self._text_cache: dict[str, Vectors] = {}
         self._model_checked = False
@@ -113,9 +120,9 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        for opened in {id(s): s for s in (self._store, self._writer) if s is not None}.values():
+            opened.close()
+        self._store = self._writer = None
         self._index = None
 
     @property
@@ -127,13 +134,28 @@ class Engine:
 
     # -- collaborators ---------------------------------------------------------------------
 
-    def store(self, *, create: bool = False) -> Store:
+    def store(self) -> StoreReader:
+        """The store, to read; a store of an older schema is migrated when first opened."""
         if self._store is None:
-            self._store = Store(self.location, create=create)
-            self._check_model_name(self._store)
+            reader = StoreReader(self.location)
+            if not reader.schema_is_current():
+                reader.close()
+                reader = self._writable_store()
+            self._check_model_name(reader)
+            self._store = reader
         return self._store
 
-    def _check_model_name(self, store: Store) -> None:
+    def _writable_store(self, *, create: bool = False) -> Store:
+        """The store, to write (SQLAlchemy and, where needed, Alembic are imported here)."""
+        if self._writer is None:
+            from .store.repository import Store
+
+            writer = Store(self.location, create=create)
+            self._check_model_name(writer)
+            self._writer = writer
+        return self._writer
+
+    def _check_model_name(self, store: StoreReader) -> None:
         stored = store.model()
         requested = self.settings.model
         if (
@@ -257,13 +279,13 @@ class Engine:
             ),
         )
 
-    def _claim_store_for_encoder(self, store: Store) -> StoreModel:
+    def _claim_store_for_encoder(self, store: StoreReader) -> StoreModel:
         """Record the encoder as the store's model, or check that it is the one recorded."""
         encoder = self.encoder
         mine = StoreModel(encoder.profile_name, encoder.fingerprint, encoder.dim)
         stored = store.model()
         if stored is None:
-            store.set_model(mine)
+            self._writable_store().set_model(mine)
             return mine
         if stored.fingerprint != mine.fingerprint or stored.dim != mine.dim:
             raise ModelMismatchError(
@@ -273,7 +295,7 @@ class Engine:
             )
         return stored
 
-    def _index_manager(self, store: Store) -> IndexManager:
+    def _index_manager(self, store: StoreReader) -> IndexManager:
         if self._index is None:
             model = store.model()
             if model is None:
@@ -331,7 +353,9 @@ class Engine:
         roots = [Path(p) for p in paths]
         if not roots:
             raise ConfigError("Give at least one folder or file to index.")
-        store = self.store(create=True)
+        from .indexer import Indexer
+
+        store = self._writable_store(create=True)
         with WriterLock(self.location):
             if store.model() is None:
                 self._claim_store_for_encoder(store)

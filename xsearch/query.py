@@ -18,7 +18,8 @@ from .errors import QueryError
 from .filters import MEDIA_TYPES, SearchFilters
 from .hits import SearchHit, Segment
 from .index.manager import IndexManager
-from .store.repository import HitRow, Store
+from .store.reader import StoreReader
+from .store.records import HitRow
 
 __all__ = ["MEDIA_TYPES", "SearchRequest", "SubsetCache", "run_search"]
 
@@ -108,7 +109,9 @@ class SubsetCache:
                 self._items.popitem(last=False)
 
 
-def _subset(store: Store, filters: SearchFilters, total: int, cache: SubsetCache | None) -> _Subset:
+def _subset(
+    store: StoreReader, filters: SearchFilters, total: int, cache: SubsetCache | None
+) -> _Subset:
     key = (store.location, store.generation(), replace(filters, min_score=None))
     found = cache.get(key) if cache is not None else None
     if found is not None:
@@ -130,7 +133,7 @@ class _Candidates:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreReader,
         index: IndexManager,
         query: np.ndarray,
         filters: SearchFilters,
@@ -174,7 +177,7 @@ def _rank_exactly(
 
 
 def run_search(
-    store: Store,
+    store: StoreReader,
     index: IndexManager,
     query: np.ndarray,
     request: SearchRequest,
@@ -201,7 +204,7 @@ def run_search(
 
 
 def _vector_ranking(
-    store: Store, candidates: _Candidates, request: SearchRequest, want: int
+    store: StoreReader, candidates: _Candidates, request: SearchRequest, want: int
 ) -> tuple[list[_Ranked], bool]:
     """At least ``want`` hits that pass the filters, unless fewer exist; and whether all did."""
     fetch = max(want * 4, 64)
@@ -228,7 +231,7 @@ def _passes(row: HitRow, score: float, filters: SearchFilters) -> bool:
     )
 
 
-def _rank(scored: Scored, request: SearchRequest, store: Store) -> list[_Ranked]:
+def _rank(scored: Scored, request: SearchRequest, store: StoreReader) -> list[_Ranked]:
     """Hits in score order (``scored`` is best first); one per file unless frames are asked for."""
     kept = [(score, row) for score, row in scored if _passes(row, score, request.filters)]
     if request.frames:
@@ -246,7 +249,9 @@ def _file_hit(group: Scored) -> _Ranked:
     return _Ranked(_hit(best, best_score, (), frame=False), best.vector_id, frames)
 
 
-def _with_segments(store: Store, ranked: list[_Ranked], request: SearchRequest) -> list[SearchHit]:
+def _with_segments(
+    store: StoreReader, ranked: list[_Ranked], request: SearchRequest
+) -> list[SearchHit]:
     videos = [r.hit.id for r in ranked if r.frames] if not request.frames else []
     timelines = store.media_timelines(videos) if videos else {}
     return [
@@ -312,7 +317,11 @@ def _segments(timeline: Sequence[HitRow], matched: Scored, margin: float) -> tup
 
 
 def _fuse(
-    store: Store, query: np.ndarray, ranked: list[_Ranked], keywords: str, request: SearchRequest
+    store: StoreReader,
+    query: np.ndarray,
+    ranked: list[_Ranked],
+    keywords: str,
+    request: SearchRequest,
 ) -> list[_Ranked]:
     """Reciprocal rank fusion of the vector ranking with the keyword ranking.
 
@@ -344,7 +353,7 @@ def _fuse(
 
 
 def _score_media(
-    store: Store, query: np.ndarray, media_ids: Sequence[int], request: SearchRequest
+    store: StoreReader, query: np.ndarray, media_ids: Sequence[int], request: SearchRequest
 ) -> list[_Ranked]:
     """Hits for given files, scored against ``query`` frame by frame."""
     timelines = store.media_timelines(media_ids)
@@ -361,7 +370,9 @@ def _score_media(
     return out
 
 
-def _vector_scores(store: Store, ids: Sequence[int], query: np.ndarray) -> list[tuple[int, float]]:
+def _vector_scores(
+    store: StoreReader, ids: Sequence[int], query: np.ndarray
+) -> list[tuple[int, float]]:
     out: list[tuple[int, float]] = []
     for chunk_ids, vectors in store.iter_vectors(ids):
         out += zip(chunk_ids.tolist(), (vectors @ query.reshape(-1)).tolist(), strict=True)
@@ -371,7 +382,7 @@ def _vector_scores(store: Store, ids: Sequence[int], query: np.ndarray) -> list[
 # -- collapsing near-duplicates --------------------------------------------------------------
 
 
-def _collapse(store: Store, ranked: list[_Ranked], threshold: float) -> list[_Ranked]:
+def _collapse(store: StoreReader, ranked: list[_Ranked], threshold: float) -> list[_Ranked]:
     """Fold each hit into the first better-ranked hit whose vector is near-identical."""
     vectors: dict[int, np.ndarray] = {}
     for ids, matrix in store.iter_vectors([r.vector_id for r in ranked]):

@@ -16,7 +16,7 @@ from .errors import MediaError
 from .imagequery import MAX_QUERY_PIXELS
 from .media.images import decode_image
 from .media.video import video_thumbnail
-from .store.repository import HitRow
+from .store.records import HitRow
 
 __all__ = ["THUMBS_DIR", "make_thumbnail", "thumbnail"]
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..store.repository import Store, WriteResult
+from ..store.reader import StoreReader
+from ..store.records import WriteResult
 from .base import IndexMeta, SearchResult, VectorIndex, read_meta, write_meta
 from .build import BuiltIndex, build_index, source_reranker
 from .exact import NumpyIndex
@@ -41,7 +42,7 @@ class IndexManager:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreReader,
         *,
         dim: int,
         fingerprint: str,

@@ -38,7 +38,7 @@ from ..filters import make_filters
 from ..hits import results_document
 from ..querylang import ImageData, build_query, describe_query
 from ..remote import CLI_QUERY_PATH, TOKEN_HEADER, CliQuery, answer_document, error_document
-from ..store.repository import HitRow
+from ..store.records import HitRow
 from .cli_query import run_cli_query
 
 __all__ = ["ServerOptions", "ServerStats", "create_app", "server_stats"]

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "FTS_TABLE",
@@ -112,15 +113,16 @@ def _query_words(query: str) -> list[str]:
     return list(seen)[:_MAX_QUERY_TOKENS]
 
 
-def informative_expression(session: Session, query: str) -> str | None:
+def informative_expression(scalar: Callable[[str, Sequence[Any]], Any], query: str) -> str | None:
     """Like :func:`match_expression`, leaving out words that every file has.
 
     Such words (the folders that all paths share, like "home" or "photos") say nothing
     about a file, and matching them would rank the whole store in arbitrary order.
+    ``scalar(sql, params)`` runs a query of one value on the store.
     """
-    files = session.scalar(text("SELECT count(*) FROM media")) or 0
-    count = text(f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q")
-    words = [w for w in _query_words(query) if session.scalar(count, {"q": _quote(w)}) < files]
+    files = scalar("SELECT count(*) FROM media", ()) or 0
+    count = f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
+    words = [w for w in _query_words(query) if scalar(count, (_quote(w),)) < files]
     return " OR ".join(_quote(w) for w in words) if words else None
 
 
@@ -173,6 +175,8 @@ def documents(
 
 def apply(session: Session, docs: Sequence[FtsDocument]) -> None:
     """Write ``docs`` for files already in ``media`` (inside the caller's transaction)."""
+    from sqlalchemy import text
+
     for doc in docs:
         session.execute(
             text(
