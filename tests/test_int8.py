@@ -14,13 +14,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import open_clip
 import pytest
 from PIL import Image
 
 from xsearch import Engine, IndexOptions, Settings
 from xsearch.encoders import onnx_int8
-from xsearch.encoders.onnx_int8 import Int8Encoder, TowerExport
+from xsearch.encoders.onnx_export import probe_texts
+from xsearch.encoders.onnx_int8 import Int8Encoder, TextExport, TowerExport, used_tokens
 from xsearch.encoders.preprocess import ImagePreprocess
 from xsearch.errors import ConfigError
 
@@ -222,6 +224,23 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
         # Each text alone gives what it gives in a batch.
         np.testing.assert_allclose(encoder.encode_texts(texts[2:]), got[2:], atol=1e-6)
         assert engine.search("a photo of a dog", limit=3)
+        text = TextExport.load(
+            onnx_int8.export_directory(settings.resolved_cache_dir, "toy-bilingual", None)
+        )
+        probes = encoder._torch_encoder().tokenize(probe_texts())  # type: ignore[attr-defined]
+    assert text is not None and text.lengths == (16, 32)
+    # The probe texts reach every graph, and each graph was measured.
+    used = [used_tokens(row, text.pad_id) for row in probes]
+    assert min(used) <= 16 < max(used)
+    assert text.agreement.pictures == len(used) and text.agreement.holds
+    for length in text.lengths:
+        products = {n.name: n.op_type for n in onnx.load(str(text.model_path(length))).graph.node}
+        fp32 = {name for name, op in products.items() if op == "MatMul"}
+        int8 = {name for name, op in products.items() if op == "MatMulInteger"}
+        # The toy's two blocks: attention outputs and the text projection stay fp32.
+        assert {f"/transformer/resblocks.{i}/attn/Gemm_MatMul" for i in (0, 1)} <= fp32
+        assert "/MatMul" in fp32
+        assert {f"/transformer/resblocks.{i}/mlp/c_fc/MatMul_quant" for i in (0, 1)} <= int8
 
 
 def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:

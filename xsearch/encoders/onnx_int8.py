@@ -48,12 +48,14 @@ __all__ = [
     "mark_text_not_exported",
     "onnxruntime_available",
     "text_not_exported",
+    "used_tokens",
 ]
 
 #: Bumped when the exported graph or its record changes meaning; older exports are redone.
 EXPORT_FORMAT = 1
-#: The same for the text tower's record (2: it names the torch-free tokenizer).
-TEXT_EXPORT_FORMAT = 2
+#: The same for the text tower's record (2: it names the torch-free tokenizer; 3: attention
+#: output and text projections stay fp32, and every graph is measured).
+TEXT_EXPORT_FORMAT = 3
 MODEL_FILE = "visual.int8.onnx"
 RECORD_FILE = "export.json"
 TEXT_RECORD_FILE = "text.json"
@@ -304,6 +306,12 @@ def _read_record(path: Path, fmt: int) -> dict[str, Any] | None:
     return doc
 
 
+def used_tokens(row: npt.NDArray[np.int64], pad: int) -> int:
+    """How many positions of a padded token row hold the text (its end token included)."""
+    used = np.flatnonzero(row != pad)
+    return int(used[-1]) + 1 if used.size else 1
+
+
 class TextSessions:
     """The text tower's sessions, one per length, each on one thread (a query is a few
     rows of work; a second thread only waits on the first). Each is loaded the first time a
@@ -320,17 +328,17 @@ class TextSessions:
                 export.directory / export.tokenizer, export.context_length
             )
 
-    def encode(self, tokens: npt.NDArray[np.int64]) -> Vectors:
-        """Raw vectors of token rows (n, context), one text per call."""
+    def encode(self, tokens: npt.NDArray[np.int64], *, length: int | None = None) -> Vectors:
+        """Raw vectors of token rows (n, context), one text per call, each through the
+        shortest graph that holds it, or through the graph of ``length`` (to measure it)."""
         pad = self.export.pad_id
         out = []
         for row in tokens:
-            used = np.flatnonzero(row != pad)
-            length = self.export.length_for(int(used[-1]) + 1 if used.size else 1)
-            padded = np.full((1, length), pad, dtype=np.int64)
-            take = min(length, row.shape[0])
+            graph = length or self.export.length_for(used_tokens(row, pad))
+            padded = np.full((1, graph), pad, dtype=np.int64)
+            take = min(graph, row.shape[0])
             padded[0, :take] = row[:take]
-            session = self._session(length)
+            session = self._session(graph)
             name = session.get_inputs()[0].name
             out.append(session.run(None, {name: padded})[0][0])
         vectors: Vectors = np.stack(out).astype(np.float32, copy=False)
