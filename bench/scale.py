@@ -51,7 +51,8 @@ def _settings(location: Path, cache: Path, precision: str = "auto") -> Any:
 
 def fill_store(location: Path, n: int, cache: Path) -> None:
     from xsearch import Engine, Settings
-    from xsearch.store.repository import FrameVector, MediaRecord, Store, StoreModel, WriteBatch
+    from xsearch.store.records import FrameVector, MediaRecord, StoreModel, WriteBatch
+    from xsearch.store.repository import Store
 
     with Engine(Settings(store=location, model=PROFILE, model_cache_dir=cache)) as engine:
         enc = engine.encoder

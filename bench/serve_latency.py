@@ -37,7 +37,8 @@ import numpy as np
 
 from xsearch import Engine, Settings
 from xsearch.index.manager import IndexManager
-from xsearch.store.repository import FrameVector, MediaRecord, Store, StoreModel, WriteBatch
+from xsearch.store.records import FrameVector, MediaRecord, StoreModel, WriteBatch
+from xsearch.store.repository import Store
 from xsearch.synth import CLASSES, captions
 
 RESULTS = Path(__file__).parent / "results"

@@ -22,7 +22,8 @@ from .media.hashing import content_hash
 from .media.images import display
 from .media.scan import ScanEntry, ScanProblem, scan
 from .pipeline import Decoded, DecodeOptions, WorkItem, embed_decoded, iter_decoded
-from .store.repository import FileState, FrameVector, MediaRecord, Store, WriteBatch
+from .store.records import FileState, FrameVector, MediaRecord, WriteBatch
+from .store.repository import Store
 
 __all__ = ["FileOutcome", "IndexReport", "Indexer", "Progress"]
 

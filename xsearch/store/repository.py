@@ -22,29 +22,10 @@ from sqlalchemy.orm import Session
 from ..errors import StoreCorruptError, StoreError, StoreNotFoundError
 from . import fts, migrate
 from .reader import StoreReader
-from .records import (
-    DB_NAME,
-    FileState,
-    FrameVector,
-    HitRow,
-    MediaRecord,
-    StoreModel,
-    WriteBatch,
-    WriteResult,
-)
+from .records import DB_NAME, FrameVector, MediaRecord, StoreModel, WriteBatch, WriteResult
 from .schema import Failure, Media, StoreMeta, Vector
 
-__all__ = [
-    "DB_NAME",
-    "FileState",
-    "FrameVector",
-    "HitRow",
-    "MediaRecord",
-    "Store",
-    "StoreModel",
-    "WriteBatch",
-    "WriteResult",
-]
+__all__ = ["Store"]
 
 
 def _set_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
