@@ -72,6 +72,10 @@ def test_queries_during_indexing(tmp_path: Path) -> None:
     assert "Another xsearch process is writing" in refused.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_progress_and_says_how_to_resume(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     for i in range(40):
@@ -79,7 +83,16 @@ def test_ctrl_c_keeps_progress_and_says_how_to_resume(tmp_path: Path) -> None:
     store = tmp_path / "store"
     cli, env = index_command(store, photos)
     proc = subprocess.Popen(
-        cli, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cli,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell that starts the tests in the background ignores SIGINT, and a child
+        # inherits that (Python then installs no KeyboardInterrupt handler): Ctrl-C as a
+        # terminal delivers it is what is tested here.
+        preexec_fn=_default_sigint,
     )
     db = store / "xsearch.db"
     deadline = time.monotonic() + 60
