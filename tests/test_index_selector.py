@@ -215,7 +215,7 @@ def test_deletions_work_for_every_kind(kind: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["flat", "ivf-flat", "ivf-sq8", "hnsw", "ivfpq"])
 def test_a_saved_index_is_mapped_until_its_first_change(kind: str, tmp_path: Path) -> None:
     """faiss aborts the process on changing a mapped index: the first change copies it, from
-    the file while it is the one mapped, else from the mapping itself."""
+    the file while it is the one mapped, else (replaced, removed) from the mapping itself."""
     vectors = clustered(3_000)
     ids = np.arange(1, len(vectors) + 1, dtype=np.int64)
     built = build_index(
@@ -234,12 +234,14 @@ def test_a_saved_index_is_mapped_until_its_first_change(kind: str, tmp_path: Pat
             index.reranker = source_reranker(everything)
         return index
 
-    for replaced in (False, True):
+    for meanwhile in ("nothing", "replaced", "removed"):
         mapped, owned = loaded(True), loaded(False)
         assert mapped.mapped and not owned.mapped
         assert np.array_equal(mapped.search(queries, 10)[1], owned.search(queries, 10)[1])
-        if replaced:  # another process saves a different index meanwhile
+        if meanwhile == "replaced":  # another process saves a different index
             FaissIndex.flat(DIM).save(path)
+        elif meanwhile == "removed":  # `xsearch info --check` removes a bad one
+            path.unlink()
         for index in (mapped, owned):
             index.add(added, extra)
             index.remove(ids[:10])

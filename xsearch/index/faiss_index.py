@@ -100,9 +100,13 @@ def _mmap_flags(faiss: Any) -> int:
     return int(mmap | faiss.IO_FLAG_READ_ONLY) if mmap else 0
 
 
-def _file_stamp(path: Path) -> tuple[int, int, int]:
-    """What tells one saved file from its replacement (saves rename a new file in)."""
-    st = path.stat()
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one saved file from its replacement (saves rename a new file in); None
+    when there is no file there (any more)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -180,10 +184,10 @@ class FaissIndex:
         faiss = import_faiss()
         tomb_file = _tombstone_path(path)
         tombstones = np.load(tomb_file) if tomb_file.exists() else None
-        flags = _mmap_flags(faiss) if mapped else 0
         stamp = _file_stamp(path)
+        flags = _mmap_flags(faiss) if mapped and stamp is not None else 0
         loaded = cls(faiss.read_index(str(path), flags), kind, tombstones=tombstones)
-        if flags:
+        if flags and stamp is not None:
             loaded._mapped_from = (path, stamp)
         return loaded
 
@@ -203,7 +207,7 @@ class FaissIndex:
             return
         path, stamp = self._mapped_from
         index = None
-        if _file_stamp(path) == stamp:
+        if _file_stamp(path) == stamp:  # (None when the file is gone: copied below)
             with contextlib.suppress(RuntimeError, OSError):
                 index = self._faiss.read_index(str(path))
             if _file_stamp(path) != stamp:  # replaced while it was read
