@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine
 
 from ..errors import StoreError
-from .reader import KNOWN_HEAD
+from .reader import KNOWN_HEAD, revision_of
 
 __all__ = [
     "KNOWN_HEAD",
@@ -61,18 +62,11 @@ def is_current(engine: Engine) -> bool:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at; None for an empty database.
-
-    Read straight from alembic's one-row version table, as alembic itself reads it for a
-    history without branches.
-    """
+    """The revision the database is at; None for an empty database (see ``revision_of``)."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    if len(rows) > 1:
-        raise StoreError(f"The store's schema has several heads ({', '.join(rows)}).")
-    return rows[0] if rows else None
+        dbapi = conn.connection.dbapi_connection
+        assert isinstance(dbapi, sqlite3.Connection)
+        return revision_of(dbapi)
 
 
 def head_revision() -> str:

@@ -60,9 +60,11 @@ class Store(StoreReader):
         try:
             if not migrate.is_current(self.engine):
                 migrate.upgrade(self.engine)
-        except (DatabaseError, OperationalError) as exc:
+        except (DatabaseError, OperationalError, sqlite3.DatabaseError) as exc:
+            # The revision is read on the raw sqlite3 connection (``reader.revision_of``).
+            reason = getattr(exc, "orig", None) or exc
             raise StoreCorruptError(
-                f"The store database {db_path} cannot be read ({exc.orig}). Move it away "
+                f"The store database {db_path} cannot be read ({reason}). Move it away "
                 "and index again; your media files are untouched."
             ) from exc
         super().__init__(location)
