@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -256,6 +257,45 @@ def test_workers_give_same_vectors_as_serial(tmp_path: Path, photos: Path) -> No
     assert serial.keys() == parallel.keys() and len(serial) == 7
     for key in serial:
         np.testing.assert_allclose(serial[key], parallel[key], atol=1e-6)
+
+
+def test_a_batch_is_encoded_while_the_next_one_decodes(tmp_path: Path, photos: Path) -> None:
+    """The encoder works in its own thread: the first batch's encoding waits until the
+    second batch has started decoding, which a serial pipeline never lets happen."""
+    import threading
+
+    decoded = threading.Semaphore(0)
+    seen: list[tuple[str, bool]] = []
+
+    class Watched:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        @property
+        def preprocess(self) -> Any:
+            inner = self._inner.preprocess
+
+            def counted(image: Any) -> Any:
+                decoded.release()
+                return inner(image)
+
+            return counted
+
+        def encode_images(self, pixels: Any) -> Any:
+            # Batch 1 holds files 1-3; file 4 is decoded only if decoding goes on meanwhile.
+            overlapped = all(decoded.acquire(timeout=20) for _ in range(4)) if not seen else True
+            seen.append((threading.current_thread().name, overlapped))
+            return self._inner.encode_images(pixels)
+
+    with Engine(Settings(store=tmp_path / "s", model=TINY)) as engine:
+        engine._encoder = Watched(engine.encoder)
+        report = engine.index([photos], IndexOptions(workers=0, batch_size=3))
+        assert report.counts["indexed"] == 7 and engine.store().counts()["vectors"] == 7
+    assert [overlapped for _, overlapped in seen] == [True, True, True]
+    assert all(name.startswith("xsearch-encode") for name, _ in seen)
 
 
 def test_index_rebuilds_when_file_lost(engine: Engine, photos: Path) -> None:

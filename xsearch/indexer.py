@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,7 @@ class Indexer:
         self._on_outcome = on_outcome
         self._on_progress = on_progress
         self.report = IndexReport()
+        self._done = 0  # files of the embed stage persisted so far
 
     def _emit(self, outcome: FileOutcome) -> None:
         self.report.count(outcome)
@@ -255,30 +257,53 @@ class Indexer:
             video_interval=opts.video_interval,
             draft_size=_draft_size(encoder),
         )
+        preprocess = encoder.preprocess  # resolved here, in this thread (it may export)
         pending: list[Decoded] = []
         frames = 0
-        done = 0
         self._progress("embed", 0, len(work))
-        for decoded in iter_decoded(
-            work, encoder.preprocess, decode_opts, workers=workers, pin_memory=device_type == "cuda"
-        ):
-            pending.append(decoded)
-            frames += decoded.frames
-            if frames >= batch_size or len(pending) >= opts.commit_every:
-                done += len(pending)
-                self._flush(encoder, pending, work)
-                self._progress("embed", done, len(work))
-                pending, frames = [], 0
-        if pending:
-            done += len(pending)
-            self._flush(encoder, pending, work)
-            self._progress("embed", done, len(work))
+        # One batch is encoded in a thread while this one decodes the next and writes the
+        # one before: the towers (ONNX Runtime, torch) release the GIL, and so do Pillow's
+        # decoders. Decoding stays in this thread, where its time limits can use signals.
+        encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsearch-encode")
+        in_flight: _InFlight | None = None
+        try:
+            for decoded in iter_decoded(
+                work, preprocess, decode_opts, workers=workers, pin_memory=device_type == "cuda"
+            ):
+                pending.append(decoded)
+                frames += decoded.frames
+                if frames >= batch_size or len(pending) >= opts.commit_every:
+                    in_flight = self._hand_over(encoding, encoder, pending, in_flight, work)
+                    pending, frames = [], 0
+            if pending:
+                in_flight = self._hand_over(encoding, encoder, pending, in_flight, work)
+            if in_flight is not None:
+                self._persist(in_flight, work)
+        finally:
+            # On Ctrl-C the batch being encoded is dropped; what was persisted stays.
+            encoding.shutdown(wait=False, cancel_futures=True)
 
-    def _flush(self, encoder: Encoder, pending: list[Decoded], work: list[WorkItem]) -> None:
+    def _hand_over(
+        self,
+        encoding: ThreadPoolExecutor,
+        encoder: Encoder,
+        pending: list[Decoded],
+        previous: _InFlight | None,
+        work: list[WorkItem],
+    ) -> _InFlight:
+        """Start encoding ``pending``, then persist the batch encoded before it."""
         good = [d for d in pending if d.error is None]
-        vectors = embed_decoded(encoder, good) if good else []
+        vectors = encoding.submit(embed_decoded, encoder, good) if good else None
         if good:
             self.report.encoder_calls += 1
+        if previous is not None:
+            self._persist(previous, work)
+        return _InFlight(pending, good, vectors)
+
+    def _persist(self, batch_in_flight: _InFlight, work: list[WorkItem]) -> None:
+        """Write an encoded batch (and its failures) and report its files."""
+        pending, good = batch_in_flight.pending, batch_in_flight.good
+        vectors = batch_in_flight.vectors.result() if batch_in_flight.vectors else []
         batch = WriteBatch()
         outcomes: list[FileOutcome] = []
         for decoded, vecs in zip(good, vectors, strict=True):
@@ -306,6 +331,17 @@ class Indexer:
         self.index.apply(self.store.write(batch))
         for outcome in outcomes:
             self._emit(outcome)
+        self._done += len(pending)
+        self._progress("embed", self._done, len(work))
+
+
+@dataclass
+class _InFlight:
+    """A decoded batch whose good files' vectors are being computed."""
+
+    pending: list[Decoded]
+    good: list[Decoded]
+    vectors: Future[list[Vectors]] | None
 
 
 def _remove_stale_temp_files(location: Path) -> None:
