@@ -371,3 +371,66 @@ def test_a_text_tower_that_cannot_be_exported_is_recorded_and_not_retried(
     monkeypatch.setattr(Engine, "_torch_encoder", no_torch)
     with Engine(settings.with_(store=tmp_path / "second")) as engine:
         assert engine.index([photos]).counts["indexed"] == 7
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_the_vectorised_per_channel_step_writes_onnx_runtime_s_graph_byte_for_byte(
+    tmp_path: Path, reduce_range: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from xsearch.encoders import per_channel
+
+    calls: list[tuple[int, ...]] = []
+    original = per_channel.quantise_channels
+
+    def counted(weights: np.ndarray, axis: int, reduce: bool) -> object:
+        calls.append(weights.shape)
+        return original(weights, axis, reduce)
+
+    monkeypatch.setattr(per_channel, "quantise_channels", counted)
+
+    rng = np.random.default_rng(7)
+    first = rng.normal(size=(16, 8)).astype(np.float32)
+    first[:, 3] = 0.0  # a channel of zeros: scale 1
+    first[:, 5] = np.abs(first[:, 5])  # only positive values: the range still includes 0
+    second = (rng.normal(size=(6, 8)) * 1e-3).astype(np.float32)  # Gemm, transposed
+    bias = rng.normal(size=6).astype(np.float32)
+    kept = rng.normal(size=(6, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "first"], ["h"], name="first"),
+            helper.make_node("Gemm", ["h", "second", "bias"], ["g"], name="second", transB=1),
+            helper.make_node("MatMul", ["g", "kept"], ["y"], name="kept"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [
+            numpy_helper.from_array(first, "first"),
+            numpy_helper.from_array(second, "second"),
+            numpy_helper.from_array(bias, "bias"),
+            numpy_helper.from_array(kept, "kept"),
+        ],
+    )
+    source = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+
+    def quantised(name: str) -> bytes:
+        quantize_dynamic(
+            str(source),
+            str(tmp_path / name),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=reduce_range,
+            nodes_to_exclude=["kept"],
+        )
+        return (tmp_path / name).read_bytes()
+
+    theirs = quantised("theirs.onnx")
+    assert not calls
+    with per_channel.vectorised_per_channel():
+        mine = quantised("mine.onnx")
+    assert sorted(calls) == [(8, 6), (16, 8)]  # both quantised (the Gemm's transposed), not "kept"
+    assert mine == theirs
