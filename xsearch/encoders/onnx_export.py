@@ -134,6 +134,7 @@ def _make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExp
     if made is None:
         return None
     tower, pad_id = made
+    del made  # else the tuple keeps the tower alive through the quantiser's peak
     context = int(encoder.tokenize(["x"]).shape[1])
     lengths = tuple(sorted({n for n in TEXT_LENGTHS if n < context} | {context}))
     tokens = encoder.tokenize(probe_texts())
