@@ -9,6 +9,7 @@ that both give the same array for many sizes and image modes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,13 +50,23 @@ class ImagePreprocess:
                 image = image.resize((self.size, self.size), resample)
         else:
             image = _centre_crop(_resize_shortest(image, self.size, resample), self.size)
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        # The same float32 operations as torchvision's to_tensor and normalize, in order.
-        chw = pixels.transpose(2, 0, 1) / np.float32(255)
-        mean = np.asarray(self.mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(self.std, dtype=np.float32)[:, None, None]
-        out: npt.NDArray[np.float32] = np.ascontiguousarray((chw - mean) / std)
+        pixels = np.asarray(image.convert("RGB"))
+        # A byte has 256 values: each channel's normalised values are looked up, one pass
+        # instead of five over the picture, with the same float32 results.
+        out: npt.NDArray[np.float32] = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+        for channel in range(3):
+            np.take(self._normalised[channel], pixels[..., channel], out=out[channel])
         return out
+
+    @cached_property
+    def _normalised(self) -> npt.NDArray[np.float32]:
+        """(3, 256): every byte value normalised per channel, by the same float32 operations
+        as torchvision's to_tensor and normalize, in order."""
+        levels = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
+        mean = np.asarray(self.mean, dtype=np.float32)[:, None]
+        std = np.asarray(self.std, dtype=np.float32)[:, None]
+        table: npt.NDArray[np.float32] = (levels - mean) / std
+        return table
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
