@@ -434,3 +434,19 @@ def test_the_vectorised_per_channel_step_writes_onnx_runtime_s_graph_byte_for_by
         mine = quantised("mine.onnx")
     assert sorted(calls) == [(8, 6), (16, 8)]  # both quantised (the Gemm's transposed), not "kept"
     assert mine == theirs
+
+
+def test_indexing_reports_loading_and_the_one_time_preparation_as_stages(
+    photos: Path, tmp_path: Path
+) -> None:
+    def stages(store: str) -> list[str]:
+        seen: list[str] = []
+        settings = _settings(tmp_path, store, cache_dir=tmp_path / "own-cache")
+        with Engine(settings) as engine:
+            engine.index([photos], on_progress=lambda p: seen.append(p.stage))
+        return [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
+
+    first = stages("first")
+    assert first.index("model") < first.index("prepare") < first.index("embed")
+    again = stages("second")  # the export is cached now: nothing to prepare
+    assert "prepare" not in again and again.index("model") < again.index("embed")

@@ -200,6 +200,14 @@ def _run_index(settings: Settings, paths: list[Path], options: IndexOptions, rep
     return result
 
 
+# What the bar says while no file is being embedded yet.
+_WAITING_STAGES = {
+    "scan": "scanning",
+    "model": "loading the model",
+    "prepare": "preparing the model for this CPU (once per model)",
+}
+
+
 class _ProgressView:
     """A rich progress bar with rate and ETA on a terminal; nothing otherwise."""
 
@@ -207,6 +215,7 @@ class _ProgressView:
         self.enabled = enabled
         self._progress: Any = None
         self._task: Any = None
+        self._embedding_since: float | None = None
 
     def __enter__(self) -> _ProgressView:
         if self.enabled:
@@ -231,16 +240,20 @@ class _ProgressView:
             )
             self._progress.start()
             self._task = self._progress.add_task("scanning", total=None, rate="")
-            self._started = time.monotonic()
         return self
 
     def update(self, p: Any) -> None:
         if self._progress is None:
             return
-        if p.stage == "scan":
-            self._progress.update(self._task, description="scanning", completed=p.done)
+        if p.stage in _WAITING_STAGES:
+            self._progress.update(self._task, description=_WAITING_STAGES[p.stage])
+            if p.stage == "scan":
+                self._progress.update(self._task, completed=p.done)
             return
-        elapsed = max(time.monotonic() - self._started, 1e-6)
+        if self._embedding_since is None:
+            # The rate counts from the first file on, not from loading the model.
+            self._embedding_since = time.monotonic()
+        elapsed = max(time.monotonic() - self._embedding_since, 1e-6)
         self._progress.update(
             self._task,
             description="embedding",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -105,6 +107,7 @@ class Engine:
         # The vectors of recently used filters (a server repeats them).
         self._subsets = SubsetCache()
         self._encoder_notices: list[str] = []
+        self._on_prepare: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -211,6 +214,8 @@ class Engine:
             text_settled = TextExport.load(directory) or text_not_exported(directory)
             # (Re-making the image export replaces the folder, text graphs included.)
             if export is None or not text_settled:
+                if self._on_prepare is not None:
+                    self._on_prepare()
                 from .encoders.onnx_export import make_int8_export, make_int8_text_export
                 from .encoders.openclip import OpenClipEncoder
 
@@ -353,11 +358,19 @@ class Engine:
         roots = [Path(p) for p in paths]
         if not roots:
             raise ConfigError("Give at least one folder or file to index.")
-        from .indexer import Indexer
+        from .indexer import Indexer, Progress
 
+        started = time.monotonic()
         store = self._writable_store(create=True)
-        with WriterLock(self.location):
+
+        def preparing() -> None:
+            if on_progress is not None:
+                on_progress(Progress("prepare", 0, 0))
+
+        with WriterLock(self.location), self._reporting_preparation(preparing):
             if store.model() is None:
+                if on_progress is not None:
+                    on_progress(Progress("model", 0, 0))
                 self._claim_store_for_encoder(store)
 
             def checked_encoder() -> Encoder:
@@ -374,7 +387,18 @@ class Engine:
                 on_outcome=on_outcome,
                 on_progress=on_progress,
             )
-            return indexer.run(roots)
+            report = indexer.run(roots)
+        report.seconds = time.monotonic() - started  # loading the model included
+        return report
+
+    @contextlib.contextmanager
+    def _reporting_preparation(self, report: Callable[[], None] | None) -> Iterator[None]:
+        """While indexing, a one-time export of the model is reported as its own stage."""
+        self._on_prepare = report
+        try:
+            yield
+        finally:
+            self._on_prepare = None
 
     # -- searching -------------------------------------------------------------------------
 

@@ -61,7 +61,9 @@ class FileOutcome:
 
 @dataclass(frozen=True)
 class Progress:
-    stage: str  # "scan", "embed"
+    # "scan"; "model" (loading it); "prepare" (its one-time int8 export for this CPU, which
+    # the Engine reports); "embed".
+    stage: str
     done: int
     total: int
     frames: int = 0
@@ -244,6 +246,7 @@ class Indexer:
     # -- decode, embed, persist ------------------------------------------------------------
 
     def _embed_all(self, work: list[WorkItem]) -> None:
+        self._progress("model", 0, len(work))
         encoder = self._encoder_factory()
         device_type = getattr(getattr(encoder, "device", None), "type", "cpu")
         opts = self.options
