@@ -298,6 +298,34 @@ def test_a_batch_is_encoded_while_the_next_one_decodes(tmp_path: Path, photos: P
     assert all(name.startswith("xsearch-encode") for name, _ in seen)
 
 
+def test_an_encoder_failure_in_its_thread_stops_the_run_and_keeps_what_was_written(
+    tmp_path: Path, photos: Path
+) -> None:
+    from xsearch.errors import ModelError
+
+    class FailsOnSecondBatch:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self.calls = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def encode_images(self, pixels: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise ModelError("the tower fell over")
+            return self._inner.encode_images(pixels)
+
+    with Engine(Settings(store=tmp_path / "s", model=TINY)) as engine:
+        engine._encoder = FailsOnSecondBatch(engine.encoder)
+        with pytest.raises(ModelError, match="fell over"):
+            engine.index([photos], IndexOptions(workers=0, batch_size=3))
+        assert engine.store().counts()["images"] == 3  # the first batch was written
+        again = engine.index([photos], IndexOptions(workers=0, batch_size=3))
+    assert again.counts["indexed"] == 4 and again.counts["unchanged"] == 3
+
+
 def test_index_rebuilds_when_file_lost(engine: Engine, photos: Path) -> None:
     engine.index([photos])
     (engine.location / "index.faiss").unlink()
