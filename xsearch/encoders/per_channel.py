@@ -26,6 +26,7 @@ import numpy.typing as npt
 __all__ = ["quantise_channels", "vectorised_per_channel"]
 
 _patch_lock = threading.Lock()
+_METHOD = "quantize_weight_per_channel_impl"
 
 # ONNX Runtime's signed int8 ranges: symmetric, and "reduced" (7-bit, for CPUs without VNNI).
 _INT8_RANGE = {False: (-127, 127), True: (-64, 64)}
@@ -56,11 +57,19 @@ def quantise_channels(
 
 @contextlib.contextmanager
 def vectorised_per_channel() -> Iterator[None]:
-    """Within this block, ONNX Runtime's quantiser uses :func:`quantise_channels`."""
-    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
-
+    """Within this block, ONNX Runtime's quantiser uses :func:`quantise_channels`; where its
+    quantiser is not shaped as expected (another release), it keeps its own loop."""
+    try:
+        from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    except ImportError:
+        yield
+        return
+    original = getattr(ONNXQuantizer, _METHOD, None)
+    if original is None:
+        yield
+        return
     with _patch_lock:
-        original = ONNXQuantizer.quantize_weight_per_channel_impl
+        own = _METHOD in vars(ONNXQuantizer)  # else inherited: deleted again afterwards
 
         def impl(
             self: Any,
@@ -80,11 +89,14 @@ def vectorised_per_channel() -> Iterator[None]:
                 return names
             return done
 
-        ONNXQuantizer.quantize_weight_per_channel_impl = impl
+        setattr(ONNXQuantizer, _METHOD, impl)
         try:
             yield
         finally:
-            ONNXQuantizer.quantize_weight_per_channel_impl = original
+            if own:
+                setattr(ONNXQuantizer, _METHOD, original)
+            else:
+                delattr(ONNXQuantizer, _METHOD)
 
 
 def _quantise_weight(
@@ -98,28 +110,13 @@ def _quantise_weight(
     """What ONNX Runtime's ``quantize_weight_per_channel_impl`` does, for the one case
     reproduced here; None for every other case."""
     import onnx
-    from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX, find_by_name
 
-    initializer = find_by_name(weight_name, quantizer.model.initializer())
-    if initializer is None or keep_float_weight or weight_qtype != onnx.TensorProto.INT8:
+    case = _reproduced_case(quantizer, weight_name, weight_qtype, channel_axis)
+    if case is None or keep_float_weight:
         return None
-    overrides = quantizer.tensor_quant_overrides.get_per_channel_overrides(
-        weight_name, default_val=[{"axis": channel_axis}]
-    )
-    if (
-        len(overrides) != 1
-        or set(overrides[0]) != {"axis"}
-        or quantizer.min_real_range is not None
-        or not quantizer.is_weight_symmetric(weight_qtype)
-        or initializer.data_type != onnx.TensorProto.FLOAT
-    ):
-        return None
+    initializer, axis, q_name = case
     weights = onnx.numpy_helper.to_array(initializer)
-    axis = channel_axis + weights.ndim if channel_axis < 0 else channel_axis
-    if not 0 <= axis < weights.ndim or overrides[0]["axis"] % weights.ndim != axis:
-        return None
     quantised, scale = quantise_channels(weights, axis, quantizer.reduce_range and reduce_range)
-    q_name = weight_name + TENSOR_NAME_QUANT_SUFFIX
     zp_name = weight_name + "_zero_point"
     scale_name = weight_name + "_scale"
     channels = [initializer.dims[axis]]
@@ -131,3 +128,37 @@ def _quantise_weight(
         ]
     )
     return q_name, zp_name, scale_name
+
+
+def _reproduced_case(
+    quantizer: Any, weight_name: str, weight_qtype: int, channel_axis: int
+) -> tuple[Any, int, str] | None:
+    """The weight's initializer, its channel axis and its quantised name, if this is the
+    case reproduced here; None otherwise, or where ONNX Runtime's quantiser does not look
+    as this module expects (another release keeps its own loop)."""
+    import onnx
+
+    try:
+        from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX, find_by_name
+
+        initializer = find_by_name(weight_name, quantizer.model.initializer())
+        overrides = quantizer.tensor_quant_overrides.get_per_channel_overrides(
+            weight_name, default_val=[{"axis": channel_axis}]
+        )
+        plain = quantizer.min_real_range is None and quantizer.is_weight_symmetric(weight_qtype)
+    except (ImportError, AttributeError):
+        return None
+    if (
+        initializer is None
+        or weight_qtype != onnx.TensorProto.INT8
+        or initializer.data_type != onnx.TensorProto.FLOAT
+        or not plain
+        or len(overrides) != 1
+        or set(overrides[0]) != {"axis"}
+    ):
+        return None
+    ndim = len(initializer.dims)
+    axis = channel_axis + ndim if channel_axis < 0 else channel_axis
+    if not 0 <= axis < ndim or overrides[0]["axis"] % ndim != axis:
+        return None
+    return initializer, axis, weight_name + TENSOR_NAME_QUANT_SUFFIX
