@@ -1,10 +1,10 @@
 """xsearch's default against rclip, indexing the same photos, interleaved (issue 6).
 
-    python -m bench.h2h --attempts 3 [--files 10 30 100 300]
+    python -m bench.h2h --attempts 3 [--files 10 30 100 300 1500]
 
 The head-to-head of ``--only indexing`` alone, for more pairs than that section's two: each
 attempt indexes the first N of the 300 photos at 1600×1200 (hard links in a folder of their
-own, for each N of ``--files``) into a fresh store with xsearch's default (``auto``: the
+own, for each N of ``--files``; above 300, a set of N generated once) into a fresh store with xsearch's default (``auto``: the
 int8 image tower, whose export must already be in ``--cache``; ``python -m bench --only
 indexing`` makes it) and then with rclip (ViT-B-32-256 on both sides), each in a fresh
 process, so start-up counts as it does for a user. Neighbours in time share the machine's
@@ -35,7 +35,7 @@ def run(workdir: Path, rclip: Path, cache: Path, attempts: int, sizes: list[int]
     pairs = []
     for attempt in range(attempts):
         for n in sizes:
-            folder = photos if n >= len(every) else _first(every, n, workdir)
+            folder = _first(every, n, workdir) if n < len(every) else _photos(n, workdir)
             store = workdir / "store_h2h_auto"
             shutil.rmtree(store, ignore_errors=True)
             mine = xsearch_index(folder, store, "ViT-B-32-256", cache=cache)
@@ -56,6 +56,13 @@ def run(workdir: Path, rclip: Path, cache: Path, attempts: int, sizes: list[int]
         str(n): statistics.median(p["ratio"] for p in pairs if p["files"] == n) for n in sizes
     }
     return {"pairs": pairs, "median_ratio_by_files": medians}
+
+
+def _photos(n: int, workdir: Path) -> Path:
+    """``n`` photos at 1600×1200: the 300 themselves, or a larger set generated once."""
+    from .data import make_photos
+
+    return make_photos(workdir / f"photos_{n}_1600x1200", n, [(1600, 1200)])
 
 
 def _first(photos: list[Path], n: int, workdir: Path) -> Path:
