@@ -296,6 +296,7 @@ def test_a_batch_is_encoded_while_the_next_one_decodes(tmp_path: Path, photos: P
         assert report.counts["indexed"] == 7 and engine.store().counts()["vectors"] == 7
     assert [overlapped for _, overlapped in seen] == [True, True, True]
     assert all(name.startswith("xsearch-encode") for name, _ in seen)
+    assert not [t for t in threading.enumerate() if t.name.startswith("xsearch-encode")]
 
 
 def test_an_encoder_failure_in_its_thread_stops_the_run_and_keeps_what_was_written(

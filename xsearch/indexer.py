@@ -282,8 +282,9 @@ class Indexer:
                 in_flight = self._hand_over(encoding, encoder, pending, in_flight, work)
             if in_flight is not None:
                 self._persist(in_flight, work)
+            encoding.shutdown(wait=True)  # idle by now: no thread outlives a finished run
         finally:
-            # On Ctrl-C the batch being encoded is dropped; what was persisted stays.
+            # On Ctrl-C or an error the batch being encoded is dropped; what was persisted stays.
             encoding.shutdown(wait=False, cancel_futures=True)
 
     def _hand_over(
