@@ -2,8 +2,9 @@
 
 Done once per model and machine (a few seconds for small models, about 12 s for the image
 tower of ViT-B-32 on 2 cores); the result is cached by the Engine and loaded by
-``onnx_int8.py`` without torch. Steps: trace the fp32 tower to ONNX (opset 17, any batch size), quantise its matrix
-products' weights to int8 per output channel (ONNX Runtime's dynamic quantisation: no
+``onnx_int8.py`` without torch. Steps: trace the fp32 tower to ONNX (opset 17, any batch
+size), quantise its matrix products' weights to int8 per output channel (ONNX Runtime's
+dynamic quantisation, its per-channel step vectorised by ``per_channel.py``: no
 calibration data), then encode probe pictures with both towers and record how well the
 vectors agree. The probe pictures are xsearch's own generated scenes (``synth``): varied
 colours, textures and objects, the same on every machine.
