@@ -7,7 +7,6 @@ The indexer never prints. It reports through two callbacks: ``on_outcome`` once 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ class IndexReport:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     problems: list[FileOutcome] = field(default_factory=list)
     frames: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # set by Engine.index: the whole call, loading the model included
     cancelled: bool = False
     encoder_calls: int = 0
 
@@ -131,7 +130,6 @@ class Indexer:
             self._on_progress(Progress(stage, done, total, self.report.frames))
 
     def run(self, roots: Sequence[Path]) -> IndexReport:
-        started = time.monotonic()
         _remove_stale_temp_files(self.store.location)
         try:
             plan = self._plan(roots)
@@ -147,7 +145,6 @@ class Indexer:
         finally:
             if self._index_is_stale():
                 self.index.save()
-            self.report.seconds = time.monotonic() - started
         return self.report
 
     def _index_is_stale(self) -> bool:
