@@ -210,10 +210,10 @@ def test_offline_missing_weights_message_is_fast(tmp_path: Path) -> None:
         hub_endpoint="http://127.0.0.1:9",
         hub_probe_timeout=2.0,
     )
-    from xsearch.encoders.openclip import required_hub_files
+    from xsearch.encoders.model_files import required_hub_files
     from xsearch.encoders.profiles import get_profile
 
-    required_hub_files(get_profile("mclip-b32"))  # imports open_clip: not what is timed
+    required_hub_files(get_profile("mclip-b32"))  # reads open_clip's registry: not what is timed
     started = time.monotonic()
     with Engine(settings) as engine, pytest.raises(ModelUnavailableError) as caught:
         _ = engine.encoder

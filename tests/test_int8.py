@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from xsearch import Engine, IndexOptions, Settings
-from xsearch.encoders import onnx_int8
+from xsearch.encoders import onnx_export, onnx_int8
 from xsearch.encoders.onnx_export import probe_texts
 from xsearch.encoders.onnx_int8 import Int8Encoder, TextExport, TowerExport, used_tokens
 from xsearch.encoders.preprocess import ImagePreprocess
@@ -197,9 +197,13 @@ def test_int8_is_a_cpu_precision() -> None:
         Settings(precision="int8", device="cuda")
 
 
+@pytest.mark.parametrize("made_by", [onnx_int8.WRITTEN, onnx_int8.TRACED])
 def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
-    photos: Path, tmp_path: Path
+    made_by: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if made_by == onnx_int8.TRACED:  # as for a model the graph writer does not know
+        monkeypatch.setattr(onnx_export, "direct_image_spec", lambda files: None)
+        monkeypatch.setattr(onnx_export, "direct_text_spec", lambda files: None)
     texts = [
         "猫",
         "a photo of a dog",
@@ -228,19 +232,28 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
             onnx_int8.export_directory(settings.resolved_cache_dir, "toy-bilingual", None)
         )
         probes = encoder._torch_encoder().tokenize(probe_texts())  # type: ignore[attr-defined]
-    assert text is not None and text.lengths == (16, 32)
+    assert text is not None and text.lengths == (16, 32) and text.made_by == made_by
     # The probe texts reach every graph, and each graph was measured.
     used = [used_tokens(row, text.pad_id) for row in probes]
     assert min(used) <= 16 < max(used)
     assert text.agreement.pictures == len(used) and text.agreement.holds
     for length in text.lengths:
-        products = {n.name: n.op_type for n in onnx.load(str(text.model_path(length))).graph.node}
-        fp32 = {name for name, op in products.items() if op == "MatMul"}
-        int8 = {name for name, op in products.items() if op == "MatMulInteger"}
-        # The toy's two blocks: attention outputs and the text projection stay fp32.
-        assert {f"/transformer/resblocks.{i}/attn/Gemm_MatMul" for i in (0, 1)} <= fp32
-        assert "/MatMul" in fp32
-        assert {f"/transformer/resblocks.{i}/mlp/c_fc/MatMul_quant" for i in (0, 1)} <= int8
+        graph = onnx.load(str(text.model_path(length))).graph
+        if made_by == onnx_int8.TRACED:
+            products = {n.name: n.op_type for n in graph.node}
+            fp32 = {name for name, op in products.items() if op == "MatMul"}
+            int8 = {name for name, op in products.items() if op == "MatMulInteger"}
+            # The toy's two blocks: attention outputs and the text projection stay fp32.
+            assert {f"/transformer/resblocks.{i}/attn/Gemm_MatMul" for i in (0, 1)} <= fp32
+            assert "/MatMul" in fp32
+            assert {f"/transformer/resblocks.{i}/mlp/c_fc/MatMul_quant" for i in (0, 1)} <= int8
+        else:  # the written graph's products are named by their weights
+            fp32 = {n.input[1] for n in graph.node if n.op_type == "MatMul"}
+            int8 = {n.input[1] for n in graph.node if n.op_type == "MatMulInteger"}
+            block = "transformer.resblocks.{}."
+            assert {block.format(i) + "attn.out_proj.weight.T" for i in (0, 1)} <= fp32
+            assert "text_projection" in fp32
+            assert {block.format(i) + "mlp.c_fc.weight.T_quantized" for i in (0, 1)} <= int8
 
 
 def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:

@@ -519,7 +519,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The model profiles, and which of them work offline on this machine."""
-    from .encoders.openclip import missing_hub_files
+    from .encoders.model_files import missing_hub_files
     from .encoders.profiles import DEFAULT_PROFILE, get_profile, list_profiles
 
     settings = _settings(None)

@@ -44,6 +44,7 @@ from .store.records import DB_NAME, HitRow, StoreModel
 from .thumbs import thumbnail
 
 if TYPE_CHECKING:
+    from .encoders.model_files import ModelFiles
     from .indexer import FileOutcome, IndexReport, Progress
     from .store.repository import Store
 
@@ -199,15 +200,26 @@ class Engine:
 
         # Where a GPU may be there, torch is asked where it would run (not the CPU: no int8).
         ask_torch = self.settings.device == "auto" and self.settings.precision == "auto"
-        cached = None if ask_torch and _accelerator_likely() else current_export(directory)
+        first = torch_encoder() if ask_torch and _accelerator_likely() else None
+        if first is not None and getattr(getattr(first, "device", None), "type", "cpu") != "cpu":
+            return first
+        cached = current_export(directory)
+        files: list[ModelFiles] = []
         if cached is not None:
             # Everything an indexing run needs is in the record: torch is never imported.
             identity = (cached.profile, cached.fingerprint, cached.dim, cached.preprocess.size)
-        else:
-            first = torch_encoder()
-            if getattr(getattr(first, "device", None), "type", "cpu") != "cpu":
-                return first
+        elif first is not None:
             identity = (first.profile_name, first.fingerprint, first.dim, _input_size(first))
+        else:
+            # Found without torch: a first run exports without it where it can (below).
+            files.append(self._model_files(profile))
+            found = files[0]
+            identity = (profile.name, found.fingerprint, found.dim, found.image_size)
+
+        def model_files() -> ModelFiles:
+            if not files:
+                files.append(self._model_files(profile))
+            return files[0]
 
         def prepare(again: bool) -> TowerExport:
             export = None if again else current_export(directory)
@@ -216,13 +228,8 @@ class Engine:
             if export is None or not text_settled:
                 if self._on_prepare is not None:
                     self._on_prepare()
-                from .encoders.onnx_export import make_int8_export, make_int8_text_export
-                from .encoders.openclip import OpenClipEncoder
-
-                source = torch_encoder()
-                assert isinstance(source, OpenClipEncoder)
                 if export is None:
-                    export = make_int8_export(source, directory)
+                    export = self._export_image(model_files(), torch_encoder, directory)
                     self._encoder_notices.append(
                         f"Prepared the int8 image tower of {export.profile} for this CPU in "
                         f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it "
@@ -231,7 +238,7 @@ class Engine:
                 # Made here, while indexing, so that no query ever waits for an export. If
                 # it fails, queries stay on torch; indexing goes on.
                 try:
-                    text = make_int8_text_export(source, directory)
+                    text = self._export_text(model_files(), torch_encoder, directory)
                     if text is None:
                         mark_text_not_exported(directory, _NOT_A_CLIP_TEXT_TOWER)
                 except ModelError as exc:
@@ -255,6 +262,54 @@ class Engine:
             export_dir=directory,
             forced=self.settings.precision == "int8",
         )
+
+    def _model_files(self, profile: ModelProfile) -> ModelFiles:
+        from .encoders.model_files import HubOptions, resolve_files
+
+        return resolve_files(
+            profile,
+            self.settings.checkpoint,
+            HubOptions(
+                cache_dir=self.settings.model_cache_dir,
+                endpoint=self.settings.hub_endpoint,
+                probe_timeout=self.settings.hub_probe_timeout,
+            ),
+        )
+
+    @staticmethod
+    def _export_image(
+        files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
+    ) -> TowerExport:
+        """The int8 image tower, written from the checkpoint where the graph writer knows
+        the model (no torch), else traced from the torch model."""
+        from .encoders import onnx_export
+
+        spec = onnx_export.direct_image_spec(files)
+        if spec is not None:
+            return onnx_export.make_int8_export_direct(files, spec, directory)
+        from .encoders.openclip import OpenClipEncoder
+
+        source = torch_encoder()
+        assert isinstance(source, OpenClipEncoder)
+        return onnx_export.make_int8_export(source, directory)
+
+    @staticmethod
+    def _export_text(
+        files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
+    ) -> TextExport | None:
+        """The same for the text tower; None for towers that have no int8 form here."""
+        from .encoders import onnx_export
+
+        if files.text_cfg.get("hf_model_name"):
+            return None  # a Hugging Face tower (XLM-R, ...): known without building it
+        spec = onnx_export.direct_text_spec(files)
+        if spec is not None:
+            return onnx_export.make_int8_text_export_direct(files, spec, directory)
+        from .encoders.openclip import OpenClipEncoder
+
+        source = torch_encoder()
+        assert isinstance(source, OpenClipEncoder)
+        return onnx_export.make_int8_text_export(source, directory)
 
     def _int8_wanted(self) -> bool:
         precision, device = self.settings.precision, self.settings.device

@@ -38,6 +38,8 @@ from .preprocess import ImagePreprocess
 
 __all__ = [
     "EXPORT_FORMAT",
+    "TRACED",
+    "WRITTEN",
     "Agreement",
     "Int8Encoder",
     "TextExport",
@@ -57,6 +59,10 @@ EXPORT_FORMAT = 1
 #: output and text projections stay fp32, and every graph is measured).
 TEXT_EXPORT_FORMAT = 3
 MODEL_FILE = "visual.int8.onnx"
+#: How an export's graphs were made: traced from the torch model (its fp32 reference is
+#: torch), or written from the checkpoint by ``onnx_graphs.py`` (its reference is the fp32
+#: graph written the same way, which the tests hold to open_clip's own towers).
+TRACED, WRITTEN = "traced from torch", "written from the checkpoint"
 RECORD_FILE = "export.json"
 TEXT_RECORD_FILE = "text.json"
 # Written instead of a text record when the text tower was not exported, with the reason:
@@ -159,6 +165,7 @@ class TowerExport:
     fp32_images_per_s: float
     export_seconds: float
     onnxruntime_version: str
+    made_by: str = TRACED
 
     @property
     def model_path(self) -> Path:
@@ -183,6 +190,7 @@ class TowerExport:
             "fp32_images_per_s": self.fp32_images_per_s,
             "export_seconds": self.export_seconds,
             "onnxruntime_version": self.onnxruntime_version,
+            "made_by": self.made_by,
         }
         _write_atomically(self.directory / RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -206,6 +214,7 @@ class TowerExport:
                 fp32_images_per_s=float(doc["fp32_images_per_s"]),
                 export_seconds=float(doc["export_seconds"]),
                 onnxruntime_version=str(doc["onnxruntime_version"]),
+                made_by=str(doc.get("made_by", TRACED)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -213,7 +222,7 @@ class TowerExport:
 
 @dataclass(frozen=True)
 class TextExport:
-    """A cached int8 text tower: one graph per padded length (a traced graph has fixed
+    """A cached int8 text tower: one graph per padded length (each graph has fixed
     shapes), next to the image tower's export of the same model."""
 
     directory: Path
@@ -226,6 +235,7 @@ class TextExport:
     # A torch-free tokenizer file in ``directory``, saved only where it gave open_clip's
     # exact token ids on every probe text; None: queries tokenize through open_clip.
     tokenizer: str | None = None
+    made_by: str = TRACED
 
     def model_path(self, length: int) -> Path:
         return self.directory / f"text.{length}.int8.onnx"
@@ -244,6 +254,7 @@ class TextExport:
             "fp32_ms_per_text": self.fp32_ms_per_text,
             "context_length": self.context_length,
             "tokenizer": self.tokenizer,
+            "made_by": self.made_by,
         }
         _write_atomically(self.directory / TEXT_RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -262,6 +273,7 @@ class TextExport:
                 fp32_ms_per_text=float(doc["fp32_ms_per_text"]),
                 context_length=int(doc["context_length"]),
                 tokenizer=doc["tokenizer"],
+                made_by=str(doc.get("made_by", TRACED)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
 import io
-import json
-import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +13,12 @@ import torch
 from PIL import Image
 
 from ..config import PRECISIONS
-from ..errors import ModelError, ModelUnavailableError
+from ..errors import ModelError
 from .base import Vectors, l2_normalise
+from .checkpoint import read_bytes, read_header
 from .cpu import cpu_has_any
-from .hub import (
-    HubRepo,
-    cached_snapshot,
-    cached_weights,
-    download_weights,
-    hub_reachable,
-    weight_repo,
-)
-from .profiles import ModelProfile, PreprocessSpec
+from .model_files import HubOptions, missing_hub_files, required_hub_files, resolve_files
+from .profiles import ModelProfile
 
 __all__ = [
     "IMAGE",
@@ -42,15 +31,6 @@ __all__ = [
     "pick_device",
     "required_hub_files",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class HubOptions:
-    """Where weights are cached and how the hub is reached."""
-
-    cache_dir: Path | None = None
-    endpoint: str = "https://huggingface.co"
-    probe_timeout: float = 3.0
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -66,143 +46,11 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def _register_configs(profile: ModelProfile) -> None:
+    """Make open_clip know a profile's own architecture config before it builds the model."""
     import open_clip
 
     if profile.config_dir is not None:
         open_clip.add_model_config(profile.config_dir)
-
-
-def _model_config(profile: ModelProfile) -> dict[str, Any]:
-    import open_clip
-
-    _register_configs(profile)
-    cfg = open_clip.get_model_config(profile.arch)
-    if cfg is None:
-        raise ModelError(
-            f"Model profile {profile.name!r} names the open_clip architecture {profile.arch!r}, "
-            "which this open_clip version does not know. Upgrade open_clip_torch."
-        )
-    return dict(copy.deepcopy(cfg))
-
-
-def _text_repos(cfg: dict[str, Any]) -> list[str]:
-    text = cfg.get("text_cfg", {})
-    repos = [text.get("hf_model_name"), text.get("hf_tokenizer_name")]
-    return sorted({r for r in repos if r})
-
-
-def _weights_repo(profile: ModelProfile) -> HubRepo | None:
-    import open_clip
-
-    if not profile.downloads:
-        return None
-    pcfg = open_clip.get_pretrained_cfg(profile.arch, profile.pretrained or "")
-    if pcfg.get("hf_hub"):
-        return weight_repo(pcfg["hf_hub"])
-    raise ModelError(
-        f"Profile {profile.name!r} downloads from a plain URL, which xsearch cannot check "
-        "offline; download the checkpoint yourself and pass --checkpoint."
-    )
-
-
-def required_hub_files(profile: ModelProfile) -> list[HubRepo]:
-    """Everything of ``profile`` that comes from the model hub."""
-    weights = _weights_repo(profile)
-    text = [HubRepo(repo) for repo in _text_repos(_model_config(profile))]
-    return ([weights] if weights else []) + text
-
-
-def missing_hub_files(profile: ModelProfile, cache_dir: Path | None) -> list[str]:
-    """What of ``profile`` is not on this machine (empty: usable offline)."""
-    if profile.weights_file is not None and not profile.weights_file.is_file():
-        return [str(profile.weights_file)]
-    weights = _weights_repo(profile)
-    missing = [] if weights is None or cached_weights(weights, cache_dir) else [weights]
-    missing += [
-        HubRepo(repo)
-        for repo in _text_repos(_model_config(profile))
-        if cached_snapshot(repo, cache_dir, download=False) is None
-    ]
-    return list(dict.fromkeys(m.describe() for m in missing))
-
-
-@dataclass(frozen=True)
-class _Resolved:
-    checkpoint: Path | None
-    text_dirs: dict[str, Path]
-    preprocess: PreprocessSpec | None
-
-
-def _resolve_files(profile: ModelProfile, checkpoint: Path | None, hub: HubOptions) -> _Resolved:
-    """Local paths of everything the model needs; downloads only after a quick network probe."""
-    local_ckpt = checkpoint or profile.weights_file
-    if local_ckpt is not None and not local_ckpt.is_file():
-        raise ModelError(
-            f"Checkpoint file {local_ckpt} of model profile {profile.name!r} does not exist. "
-            "Check the path given with --checkpoint."
-        )
-    weights_repo = None if local_ckpt is not None else _weights_repo(profile)
-    weights = local_ckpt
-    if weights_repo is not None:
-        weights = cached_weights(weights_repo, hub.cache_dir)
-    text_repos = _text_repos(_model_config(profile))
-    text_dirs = {r: cached_snapshot(r, hub.cache_dir, download=False) for r in text_repos}
-    missing = [weights_repo] if weights_repo is not None and weights is None else []
-    missing += [HubRepo(r) for r, d in text_dirs.items() if d is None]
-    if missing:
-        ok, why = hub_reachable(hub.endpoint, hub.probe_timeout)
-        if not ok:
-            raise ModelUnavailableError(
-                profile.name,
-                f"{profile.arch} : {profile.pretrained}",
-                list(dict.fromkeys(m.describe() for m in missing)),
-                f"the model hub {why}",
-            )
-        try:
-            if weights_repo is not None and weights is None:
-                weights = download_weights(weights_repo, hub.cache_dir)
-            for repo in text_dirs:
-                if text_dirs[repo] is None:
-                    text_dirs[repo] = cached_snapshot(repo, hub.cache_dir, download=True)
-        except Exception as exc:
-            raise ModelUnavailableError(
-                profile.name,
-                profile.arch,
-                [m.describe() for m in missing],
-                f"the download failed ({exc})",
-            ) from exc
-    return _Resolved(
-        weights,
-        {r: d for r, d in text_dirs.items() if d is not None},
-        _preprocess_spec(profile),
-    )
-
-
-def _preprocess_spec(profile: ModelProfile) -> PreprocessSpec | None:
-    """The tag's preprocessing, so that a checkpoint loaded from a file still gets it."""
-    import open_clip
-
-    if profile.preprocess is not None or not profile.pretrained:
-        return profile.preprocess
-    pcfg = open_clip.get_pretrained_cfg(profile.arch, profile.pretrained)
-    return PreprocessSpec(
-        mean=tuple(pcfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(pcfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
-        resize_mode=pcfg.get("resize_mode", "shortest"),
-        interpolation=pcfg.get("interpolation", "bicubic"),
-    )
-
-
-def _local_text_cfg(cfg: dict[str, Any], text_dirs: dict[str, Path]) -> dict[str, Any]:
-    """The text config with hub names replaced by cached folders, so nothing goes online."""
-    text: dict[str, Any] = copy.deepcopy(cfg["text_cfg"])
-    for key in ("hf_model_name", "hf_tokenizer_name"):
-        if text.get(key) in text_dirs:
-            text[key] = str(text_dirs[text[key]])
-    if "hf_model_name" in text:
-        # The CLIP checkpoint holds the text tower's weights; only its config is read here.
-        text["hf_model_pretrained"] = False
-    return text
 
 
 def _build_tokenizer(arch: str, text_cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
@@ -271,7 +119,7 @@ def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
         return False
     parts = _tower_parts(model, tower)
     with path.open("rb") as checkpoint:
-        header = _safetensors_header(checkpoint)
+        header = read_header(checkpoint)
         wanted = {k: e for k, e in header.items() if _belongs_to(k, parts) or "." not in k}
         if not _readable(wanted.values()):
             return False
@@ -283,8 +131,6 @@ def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
     return not (set(missing) & expected)
 
 
-# The format caps its JSON header at 100 MB.
-_MAX_HEADER_BYTES = 100_000_000
 # safetensors dtype names (https://github.com/huggingface/safetensors#format).
 _SAFETENSORS_DTYPES = {
     "F32": torch.float32,
@@ -297,24 +143,6 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _safetensors_header(file: io.BufferedReader) -> dict[str, Any]:
-    """Name -> {dtype, shape, data_offsets (from the end of the header)} of a safetensors file.
-
-    Read by hand rather than through ``safe_open``, which maps the whole file: while the
-    mapping is open, every page read through it counts as this process's memory (350 MB of
-    ViT-B-32 image weights on top of the tower itself).
-    """
-    raw = file.read(8)
-    (size,) = struct.unpack("<Q", raw) if len(raw) == 8 else (-1,)
-    if not 0 < size <= _MAX_HEADER_BYTES:
-        raise OSError(f"{file.name} is not a safetensors file")
-    header: dict[str, Any] = json.loads(file.read(size))
-    header.pop("__metadata__", None)
-    for entry in header.values():
-        entry["data_offsets"] = [8 + size + int(x) for x in entry["data_offsets"]]
-    return header
-
-
 def _readable(entries: Iterable[dict[str, Any]]) -> bool:
     """Whether every tensor is of a dtype :func:`_read_tensor` knows."""
     return all(entry["dtype"] in _SAFETENSORS_DTYPES for entry in entries)
@@ -322,13 +150,9 @@ def _readable(entries: Iterable[dict[str, Any]]) -> bool:
 
 def _read_tensor(file: io.BufferedReader, entry: dict[str, Any]) -> torch.Tensor:
     dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
-    start, end = entry["data_offsets"]
-    if end == start:
+    buffer = read_bytes(file, entry)
+    if not buffer:
         return torch.empty(entry["shape"], dtype=dtype)
-    file.seek(start)
-    buffer = bytearray(end - start)
-    if file.readinto(buffer) != len(buffer):
-        raise OSError(f"{file.name} ends before its weights do: the file is truncated")
     return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
 
 
@@ -418,9 +242,10 @@ class OpenClipEncoder:
             )
         self._profile = profile
         self._device = pick_device(device)
-        self._resolved = _resolve_files(profile, checkpoint, hub or HubOptions())
-        cfg = _model_config(profile)
-        self._text_cfg = _local_text_cfg(cfg, self._resolved.text_dirs)
+        self._resolved = resolve_files(profile, checkpoint, hub or HubOptions())
+        _register_configs(profile)
+        cfg = self._resolved.config
+        self._text_cfg = self._resolved.text_cfg
         self._vision_size = cfg.get("vision_cfg", {}).get("image_size", 224)
         self._cpu_dtype = _cpu_dtype(precision) if self._device.type == "cpu" else torch.float32
         self._model: Any = None
@@ -428,7 +253,7 @@ class OpenClipEncoder:
         self._preprocess_fn: Callable[[Image.Image], torch.Tensor] | None = None
         self._tokenizer = _build_tokenizer(profile.arch, self._text_cfg)
         self._dim = int(cfg["embed_dim"])
-        self._fingerprint = _fingerprint(profile, self._resolved, self._text_cfg)
+        self._fingerprint = self._resolved.fingerprint
 
     # -- building the towers -------------------------------------------------------------
 
@@ -493,7 +318,7 @@ class OpenClipEncoder:
         if any(name not in weights for name, _ in visual.named_buffers()):
             return None  # buffers computed at construction are not in the checkpoint
         with path.open("rb") as checkpoint:
-            header = _safetensors_header(checkpoint)
+            header = read_header(checkpoint)
             names = {f"visual.{k}" for k in weights}
             if not names <= header.keys() or not _readable(header[n] for n in names):
                 return None
@@ -691,18 +516,3 @@ class _TextTower(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return _encode_text_trimmed(self.model, tokens)
-
-
-def _fingerprint(profile: ModelProfile, resolved: _Resolved, text_cfg: dict[str, Any]) -> str:
-    """Stable identity of architecture + weights + preprocessing."""
-    weights = resolved.checkpoint
-    pp = resolved.preprocess
-    doc = {
-        "arch": profile.arch,
-        "pretrained": profile.pretrained,
-        "weights": weights.name if weights else f"random-seed-{profile.seed}",
-        "weights_size": weights.stat().st_size if weights else 0,
-        "preprocess": [pp.mean, pp.std, pp.resize_mode, pp.interpolation] if pp else None,
-        "context_length": text_cfg.get("context_length"),
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["quantise_channels", "vectorised_per_channel"]
+__all__ = ["quantise_asymmetric", "quantise_channels", "vectorised_per_channel"]
 
 _patch_lock = threading.Lock()
 _METHOD = "quantize_weight_per_channel_impl"
@@ -53,6 +53,26 @@ def quantise_channels(
     # quantize_nparray clips to the type's whole range, not the symmetric one.
     np.clip(scaled, -128, 127, out=scaled)
     return scaled.astype(np.int8), scale.astype(np.float32)
+
+
+def quantise_asymmetric(
+    data: npt.NDArray[np.float32], reduce_range: bool
+) -> tuple[npt.NDArray[np.uint8], np.float32, np.uint8]:
+    """uint8 values, scale and zero point of a whole float32 tensor, as ONNX Runtime
+    quantises a table it gathers from (``compute_scale_zp``, asymmetric, then
+    ``quantize_nparray``)."""
+    qmin, qmax = (0, 127) if reduce_range else (0, 255)
+    rmin = np.minimum(data.min(), np.float32(0))
+    rmax = np.maximum(data.max(), np.float32(0))
+    scale64 = (np.float64(rmax) - np.float64(rmin)) / float(qmax - qmin)
+    if scale64 < np.finfo(np.float32).tiny:
+        scale, zero = np.float32(1.0), np.uint8(0)
+    else:
+        zero = np.uint8(np.round(qmin - rmin / scale64))
+        scale = np.float32(scale64)
+    scaled = (data.astype(np.float32) / scale).round() + np.float32(zero)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8), scale, zero
 
 
 @contextlib.contextmanager
