@@ -524,13 +524,10 @@ def models(
 
     settings = _settings(None)
     if download:
-        from .encoders.openclip import HubOptions, OpenClipEncoder
+        from .encoders.model_files import HubOptions, resolve_files
 
-        OpenClipEncoder(
-            get_profile(download),
-            device="cpu",
-            hub=HubOptions(cache_dir=settings.model_cache_dir, endpoint=settings.hub_endpoint),
-        )
+        hub = HubOptions(cache_dir=settings.model_cache_dir, endpoint=settings.hub_endpoint)
+        resolve_files(get_profile(download), None, hub)
         out.print(f"{download}: downloaded; it now loads offline.")
         return
     rows: list[dict[str, Any]] = []
