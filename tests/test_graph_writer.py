@@ -103,8 +103,7 @@ def test_the_written_fp32_graphs_compute_open_clip_s_towers(variant: str, tmp_pa
         assert onnx_graphs.fits(checkpoint, onnx_graphs.image_tensors(image), image)
         assert onnx_graphs.fits(checkpoint, onnx_graphs.text_tensors(text), text)
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.onnx")
-        for length in (8, 16):
-            onnx_graphs.write_text_graph(text, checkpoint, length, tmp_path / f"text{length}.onnx")
+        onnx_graphs.write_text_graph(text, checkpoint, tmp_path / "text.onnx")
     pixels = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
     with torch.no_grad():
         expected = model.encode_image(torch.from_numpy(pixels)).numpy()
@@ -114,14 +113,19 @@ def test_the_written_fp32_graphs_compute_open_clip_s_towers(variant: str, tmp_pa
     tokens = _tokens(name, TEXTS)
     with torch.no_grad():
         expected = model.encode_text(torch.from_numpy(tokens)).numpy()
-    # The full context, and a shorter padded length for the texts that fit it (causal: the
-    # padding never changes the end-of-text token's row).
-    written = np.concatenate([_run(tmp_path / "text16.onnx", {"tokens": t[None]}) for t in tokens])
-    np.testing.assert_allclose(written, expected, atol=2e-5)
-    short = [i for i, t in enumerate(tokens) if np.count_nonzero(t) <= 8]
-    assert short
-    written = np.concatenate([_run(tmp_path / "text8.onnx", {"tokens": tokens[i, None, :8]}) for i in short])
-    np.testing.assert_allclose(written, expected[short], atol=2e-5)
+    # The graph takes any length: the full context, each text's own tokens, or a padded
+    # length in between (causal: what follows the end-of-text token never changes its row).
+    used = [int(np.flatnonzero(t)[-1]) + 1 for t in tokens]
+    for lengths in ([tokens.shape[1]] * len(tokens), used, [8] * len(tokens)):
+        fitting = [i for i, n in enumerate(lengths) if n >= used[i]]
+        assert len(fitting) >= 2
+        written = np.concatenate(
+            [
+                _run(tmp_path / "text.onnx", {"tokens": tokens[i, None, : lengths[i]]})
+                for i in fitting
+            ]
+        )
+        np.testing.assert_allclose(written, expected[fitting], atol=2e-5)
 
 
 def test_the_shipped_toy_model_is_written_as_open_clip_computes_it(tmp_path: Path) -> None:
@@ -130,7 +134,7 @@ def test_the_shipped_toy_model_is_written_as_open_clip_computes_it(tmp_path: Pat
     assert image is not None and text is not None
     with Checkpoint(files.checkpoint) as checkpoint:  # type: ignore[arg-type]
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.onnx")
-        onnx_graphs.write_text_graph(text, checkpoint, 32, tmp_path / "text.onnx")
+        onnx_graphs.write_text_graph(text, checkpoint, tmp_path / "text.onnx")
     open_clip.add_model_config(files.profile.config_dir or ROOT)
     model = open_clip.create_model("xsearch-toy-bilingual", pretrained=str(files.checkpoint))
     model.eval()
@@ -139,7 +143,9 @@ def test_the_shipped_toy_model_is_written_as_open_clip_computes_it(tmp_path: Pat
         expected = model.encode_image(torch.from_numpy(pixels)).numpy()
         tokens = _tokens("xsearch-toy-bilingual", ["猫", "a red apple"])
         expected_text = model.encode_text(torch.from_numpy(tokens)).numpy()
-    np.testing.assert_allclose(_run(tmp_path / "image.onnx", {"pixels": pixels}), expected, atol=2e-5)
+    np.testing.assert_allclose(
+        _run(tmp_path / "image.onnx", {"pixels": pixels}), expected, atol=2e-5
+    )
     written = np.concatenate([_run(tmp_path / "text.onnx", {"tokens": t[None]}) for t in tokens])
     np.testing.assert_allclose(written, expected_text, atol=2e-5)
 
@@ -164,8 +170,8 @@ def test_the_written_int8_graphs_are_onnx_runtime_s_quantisation_of_the_fp32_one
     with Checkpoint(path) as checkpoint:
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.fp32.onnx")
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.int8.onnx", plan)
-        onnx_graphs.write_text_graph(text, checkpoint, 16, tmp_path / "text.fp32.onnx")
-        onnx_graphs.write_text_graph(text, checkpoint, 16, tmp_path / "text.int8.onnx", text_plan)
+        onnx_graphs.write_text_graph(text, checkpoint, tmp_path / "text.fp32.onnx")
+        onnx_graphs.write_text_graph(text, checkpoint, tmp_path / "text.int8.onnx", text_plan)
     onnx_export._quantise(tmp_path / "image.fp32.onnx", tmp_path / "image.ort.onnx")
     fp32_text = tmp_path / "text.fp32.onnx"
     onnx_export._quantise(

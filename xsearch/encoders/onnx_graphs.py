@@ -522,17 +522,15 @@ class _Tower:
         erf = g.op("Erf", g.op("Div", x, g.const(math.sqrt(2.0))))
         return g.op("Mul", g.op("Mul", x, g.op("Add", erf, g.const(1.0))), g.const(0.5))
 
-    def heads(self, x: str, length: int, perm: Sequence[int]) -> str:
+    def heads(self, x: str, perm: Sequence[int]) -> str:
         """[batch, length, width] -> heads, transposed by ``perm`` from [b, l, heads, dim]."""
         g, t = self.g, self.t
-        split = g.op("Reshape", x, g.ints([0, length, t.heads, t.width // t.heads]))
+        split = g.op("Reshape", x, g.ints([0, -1, t.heads, t.width // t.heads]))
         return g.op("Transpose", split, perm=list(perm))
 
-    def block(
-        self, i: int, x: str, length: int, mask: str | None, rows: tuple[str, int] | None
-    ) -> str:
-        """Residual block ``i``. With ``rows`` (a [batch, n, width] pick of ``x`` and n), only
-        those rows are computed: the keys and values still come from every position."""
+    def block(self, i: int, x: str, mask: str | None, rows: str | None = None) -> str:
+        """Residual block ``i``. With ``rows`` (a [batch, n, width] pick of ``x``), only those
+        rows are computed: the keys and values still come from every position."""
         g, t = self.g, self.t
         p = f"{t.prefix}transformer.resblocks.{i}."
         h = self.layer_norm(x, f"{p}ln_1")
@@ -542,7 +540,7 @@ class _Tower:
         )
         width = t.width
         if rows is None:
-            query_x, n = x, length
+            query_x = x
             qkv = g.op(
                 "Add",
                 g.matmul(h, f"{p}attn.in_proj_weight.T", w_in.T),
@@ -553,7 +551,7 @@ class _Tower:
                 for j in range(3)
             )
         else:
-            query_x, n = rows
+            query_x = rows
             hq = self.layer_norm(query_x, f"{p}ln_1")
             q = g.op(
                 "Add",
@@ -574,20 +572,18 @@ class _Tower:
             "Mul",
             g.op(
                 "MatMul",
-                self.heads(q, n, (0, 2, 1, 3)),
-                self.heads(k, length, (0, 2, 3, 1)),
+                self.heads(q, (0, 2, 1, 3)),
+                self.heads(k, (0, 2, 3, 1)),
             ),
             g.const(1.0 / math.sqrt(width // t.heads)),
         )
         if mask is not None:
             scores = g.op("Add", scores, mask)
-        attended = g.op(
-            "MatMul", g.op("Softmax", scores, axis=-1), self.heads(v, length, (0, 2, 1, 3))
-        )
+        attended = g.op("MatMul", g.op("Softmax", scores, axis=-1), self.heads(v, (0, 2, 1, 3)))
         merged = g.op(
             "Reshape",
             g.op("Transpose", attended, perm=[0, 2, 1, 3]),
-            g.ints([0, n, width]),
+            g.ints([0, -1, width]),
         )
         out = self.linear(merged, f"{p}attn.out_proj")
         if t.layer_scale:
@@ -643,10 +639,10 @@ def write_image_graph(
         layers = spec.blocks.layers
         last_only = spec.pool == "tok"
         for i in range(layers - 1 if last_only else layers):
-            x = tower.block(i, x, tokens, None, None)
+            x = tower.block(i, x, None)
         if last_only:
             first = g.op("Slice", x, g.ints([0]), g.ints([1]), g.ints([1]))
-            x = tower.block(layers - 1, x, tokens, None, (first, 1))
+            x = tower.block(layers - 1, x, None, first)
             pooled = g.op("Squeeze", tower.layer_norm(x, f"{p}ln_post"), g.ints([1]))
         elif spec.ln_after_pool:
             rest = g.op("Slice", x, g.ints([1]), g.ints([tokens]), g.ints([1]))
@@ -666,13 +662,11 @@ def write_image_graph(
 
 
 def write_text_graph(
-    spec: TextSpec,
-    checkpoint: Checkpoint,
-    length: int,
-    path: Path,
-    int8: Int8Plan | None = None,
+    spec: TextSpec, checkpoint: Checkpoint, path: Path, int8: Int8Plan | None = None
 ) -> None:
-    """The text tower at a padded length: "tokens" [batch, length] -> "vectors"."""
+    """The text tower: "tokens" [batch, length] -> "vectors" [batch, dim], for any length up
+    to the context. A query runs over its own tokens only (its end-of-text token last): with
+    the causal mask, padding after it would not change its vector, only cost time."""
     import onnx
 
     def build(g: _GraphWriter) -> tuple[list[Any], str, list[Any]]:
@@ -680,13 +674,23 @@ def write_text_graph(
         p, width = spec.blocks.prefix, spec.blocks.width
         name = f"{p}token_embedding.weight"
         x = g.gather(name, checkpoint.read(name), "tokens")
-        positions = checkpoint.read(f"{p}positional_embedding")[:length]
-        x = g.op("Add", x, g.weight(f"{p}positional_embedding.{length}", positions))
-        # Causal: no position attends to a later one (open_clip's mask, -inf above the diagonal).
-        causal = np.triu(np.full((length, length), -np.inf, dtype=np.float32), 1)
-        mask = g.const(causal)
+        length = g.op("Slice", g.op("Shape", "tokens"), g.ints([1]), g.ints([2]))  # [1]
+        positions = g.op(
+            "Slice", tower.tensor(f"{p}positional_embedding"), g.ints([0]), length, g.ints([0])
+        )
+        x = g.op("Add", x, positions)
+        # Causal: no position attends to a later one (open_clip's mask: -inf above the
+        # diagonal), made for the length at hand.
+        end_step = g.op("Squeeze", length, g.ints([0]))
+        steps = g.op("Range", g.const(0, np.int64), end_step, g.const(1, np.int64))
+        later = g.op(
+            "Greater",
+            g.op("Unsqueeze", steps, g.ints([0])),  # key positions [1, length]
+            g.op("Unsqueeze", steps, g.ints([1])),  # query positions [length, 1]
+        )
+        mask = g.op("Where", later, g.const(-np.inf), g.const(0.0))
         for i in range(spec.blocks.layers - 1):
-            x = tower.block(i, x, length, mask, None)
+            x = tower.block(i, x, mask)
         # The end-of-text token has the largest id: its row is the text's vector.
         end = g.op("ArgMax", "tokens", axis=1, keepdims=1)  # [batch, 1]
         index = g.op(
@@ -696,11 +700,11 @@ def write_text_graph(
         )
         row = g.op("GatherElements", x, index, axis=1)  # [batch, 1, width]
         # The causal mask's row of that position: -inf for every later position.
-        later = g.op("Greater", g.ints(range(length)), end)  # [batch, length]
+        row_later = g.op("Greater", steps, end)  # [batch, length]
         row_mask = g.op(
-            "Unsqueeze", g.op("Where", later, g.const(-np.inf), g.const(0.0)), g.ints([1, 2])
+            "Unsqueeze", g.op("Where", row_later, g.const(-np.inf), g.const(0.0)), g.ints([1, 2])
         )
-        x = tower.block(spec.blocks.layers - 1, x, length, row_mask, (row, 1))
+        x = tower.block(spec.blocks.layers - 1, x, row_mask, row)
         pooled = g.op("Squeeze", tower.layer_norm(x, f"{p}ln_final"), g.ints([1]))
         if spec.projection == "matrix":
             name = f"{p}text_projection"
@@ -708,7 +712,7 @@ def write_text_graph(
         elif spec.projection == "linear":
             pooled = tower.linear(pooled, f"{p}text_projection")
         tokens = onnx.helper.make_tensor_value_info(
-            "tokens", onnx.TensorProto.INT64, ["batch", length]
+            "tokens", onnx.TensorProto.INT64, ["batch", "length"]
         )
         return [tokens], pooled, ["batch", None]
 

@@ -8,12 +8,13 @@ memory (bench/README.md).
 
 The text tower of CLIP-style models is exported too: a query is a dozen tokens, where
 torch spends most of its time between operators, and ONNX Runtime's int8 kernels answer in
-about a third of bf16 torch's time. Queries still tokenize through open_clip.
+about a third of bf16 torch's time. Queries tokenize through a saved ``tokenizers`` copy of
+the model's tokenizer (``clip_tokenizer.py``), else through open_clip.
 
-The exports (``onnx_export.py``, which does need torch) are made once per model and machine
-during the first indexing run, checked against the fp32 towers, and cached with their
-measured agreement. Whether a run may use them is decided here, from those records,
-without importing torch.
+The exports (``onnx_export.py``: written from the checkpoint without torch where it knows
+the towers, else traced with torch) are made once per model and machine during the first
+indexing run, checked against the fp32 towers, and cached with their measured agreement.
+Whether a run may use them is decided here, from those records, without importing torch.
 """
 
 from __future__ import annotations
@@ -222,8 +223,9 @@ class TowerExport:
 
 @dataclass(frozen=True)
 class TextExport:
-    """A cached int8 text tower: one graph per padded length (each graph has fixed
-    shapes), next to the image tower's export of the same model."""
+    """A cached int8 text tower, next to the image tower's export of the same model: one
+    graph per padded length (a traced graph has fixed shapes), or one graph of any length
+    (``dynamic``: the written graphs), through which each text runs over its own tokens."""
 
     directory: Path
     lengths: tuple[int, ...]
@@ -236,12 +238,18 @@ class TextExport:
     # exact token ids on every probe text; None: queries tokenize through open_clip.
     tokenizer: str | None = None
     made_by: str = TRACED
+    dynamic: bool = False
 
     def model_path(self, length: int) -> Path:
+        if self.dynamic:
+            return self.directory / "text.int8.onnx"
         return self.directory / f"text.{length}.int8.onnx"
 
     def length_for(self, used: int) -> int:
-        """The shortest graph that holds ``used`` tokens (the last one is the full context)."""
+        """The length a text of ``used`` tokens runs at: its own (a graph of any length),
+        else that of the shortest graph that holds it (the last one is the full context)."""
+        if self.dynamic:
+            return max(1, min(used, self.context_length))
         return next((n for n in self.lengths if n >= used), self.lengths[-1])
 
     def save(self) -> None:
@@ -255,6 +263,7 @@ class TextExport:
             "context_length": self.context_length,
             "tokenizer": self.tokenizer,
             "made_by": self.made_by,
+            "dynamic": self.dynamic,
         }
         _write_atomically(self.directory / TEXT_RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -274,6 +283,7 @@ class TextExport:
                 context_length=int(doc["context_length"]),
                 tokenizer=doc["tokenizer"],
                 made_by=str(doc.get("made_by", TRACED)),
+                dynamic=bool(doc.get("dynamic", False)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -325,13 +335,13 @@ def used_tokens(row: npt.NDArray[np.int64], pad: int) -> int:
 
 
 class TextSessions:
-    """The text tower's sessions, one per length, each on one thread (a query is a few
-    rows of work; a second thread only waits on the first). Each is loaded the first time a
-    text of its length comes: a cold query of a few words loads one 74 MB graph (ViT-B-32), not all."""
+    """The text tower's sessions, one per graph, each on one thread (a query is a few rows
+    of work; a second thread only waits on the first). Each is loaded the first time a text
+    goes through it: a cold query of a few words loads one 74 MB graph (ViT-B-32), not all."""
 
     def __init__(self, export: TextExport) -> None:
         self.export = export
-        self._sessions: dict[int, Any] = {}
+        self._sessions: dict[Path, Any] = {}
         self.tokenize: Callable[[Sequence[str]], npt.NDArray[np.int64]] | None = None
         if export.tokenizer is not None:
             from .clip_tokenizer import ClipTokenizer
@@ -357,9 +367,10 @@ class TextSessions:
         return vectors
 
     def _session(self, length: int) -> Any:
-        if length not in self._sessions:
-            self._sessions[length] = open_session(self.export.model_path(length), threads=1)
-        return self._sessions[length]
+        path = self.export.model_path(length)
+        if path not in self._sessions:
+            self._sessions[path] = open_session(path, threads=1)
+        return self._sessions[path]
 
 
 def open_session(model_path: Path, threads: int | None = None) -> Any:
