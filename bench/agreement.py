@@ -39,6 +39,8 @@ def _encode(
     visual = model.visual
     if precision == "int8-onnx":
         return _encode_onnx(model, pixels, tokens, batch)
+    if precision in ("fp32-onnx-written", "int8-onnx-written"):
+        return _encode_written(model, pixels, tokens, batch, int8=precision.startswith("int8"))
     if precision == "int8":
         # Only the image tower: open_clip's text tower reads its weights' dtype, which a
         # quantised Linear no longer has (and query text is encoded one string at a time).
@@ -91,6 +93,43 @@ def _encode_onnx(model: Any, pixels: Any, tokens: Any, batch: int) -> tuple[Any,
     return l2_normalise(img), l2_normalise(txt), len(array) / seconds
 
 
+def _encode_written(
+    model: Any, pixels: Any, tokens: Any, batch: int, *, int8: bool
+) -> tuple[Any, Any, float]:
+    """The image tower as the product writes it from a checkpoint without torch
+    (``onnx_graphs.py``), fp32 or int8, run by ONNX Runtime like ``_encode_onnx``."""
+    import tempfile
+
+    import torch
+    from safetensors.torch import save_file
+
+    from xsearch.encoders.base import l2_normalise
+    from xsearch.encoders.checkpoint import Checkpoint
+    from xsearch.encoders.onnx_export import _cpu_has_vnni
+    from xsearch.encoders.onnx_graphs import Int8Plan, image_spec, write_image_graph
+    from xsearch.encoders.onnx_int8 import open_session, run_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, graph = Path(tmp) / "w.safetensors", Path(tmp) / "visual.onnx"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+        spec = image_spec(model.bench_cfg)
+        assert spec is not None
+        plan = Int8Plan(reduce_range=not _cpu_has_vnni()) if int8 else None
+        with Checkpoint(weights) as checkpoint:
+            write_image_graph(spec, checkpoint, graph, plan)
+        session = open_session(graph)
+        array = pixels.numpy()
+        run_session(session, array[:2])
+        started = time.perf_counter()
+        img = np.concatenate(
+            [run_session(session, array[i : i + batch]) for i in range(0, len(array), batch)]
+        )
+        seconds = time.perf_counter() - started
+    with torch.inference_mode():
+        txt = model.encode_text(tokens).float().numpy()
+    return l2_normalise(img), l2_normalise(txt), len(array) / seconds
+
+
 def _top10_kept(
     ref_img: np.ndarray, ref_txt: np.ndarray, img: np.ndarray, txt: np.ndarray
 ) -> float:
@@ -113,6 +152,7 @@ def run(
         torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None)
         model.eval()
+        model.bench_cfg = open_clip.get_model_config(arch)
         pixels = torch.stack(
             [
                 preprocess(
@@ -150,7 +190,14 @@ def run(
                 "speedup": 1.0,
             }
         )
-        for precision in ("bf16", "bf16-weights", "int8", "int8-onnx"):
+        for precision in (
+            "bf16",
+            "bf16-weights",
+            "int8",
+            "int8-onnx",
+            "fp32-onnx-written",
+            "int8-onnx-written",
+        ):
             img, txt, rate = _encode(model, pixels, tokens, precision, batch)
             cos = np.sum(img * ref_img, axis=1)
             row = {

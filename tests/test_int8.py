@@ -364,6 +364,7 @@ def test_info_says_what_encodes_images_and_texts_without_loading_a_model(
         info = engine.info()
         assert engine._encoder is None  # nothing was loaded to answer
     assert info.image_encoding.startswith("int8 (cosine to fp32")
+    assert info.image_encoding.endswith("; written from the checkpoint)")
     assert info.text_encoding.startswith("int8 (") and "texts" in info.text_encoding
     with Engine(settings.with_(model=None, precision="bf16")) as engine:
         assert engine.info().image_encoding == "torch bf16"

@@ -640,16 +640,16 @@ class Engine:
             return {"image_encoding": pending, "text_encoding": pending}
         forced = precision == "int8"
 
-        def verdict(agreement: Agreement, what: str) -> str:
+        def verdict(agreement: Agreement, what: str, made_by: str) -> str:
             measured = agreement.describe(what)
             if agreement.holds or forced:
-                return f"int8 ({measured})"
+                return f"int8 ({measured}; {made_by})"
             return f"torch: its int8 tower misses the agreement gate ({measured})"
 
         return {
-            "image_encoding": verdict(image.agreement, "pictures"),
+            "image_encoding": verdict(image.agreement, "pictures", image.made_by),
             "text_encoding": (
-                verdict(text.agreement, "texts")
+                verdict(text.agreement, "texts", text.made_by)
                 if text is not None
                 else f"torch ({text_not_exported(directory) or 'no int8 text export yet'})"
             ),
