@@ -281,6 +281,29 @@ def test_model_configs_and_tags_read_without_torch_are_open_clip_s() -> None:
     assert out.stdout.split() == ["False", "False"], out.stderr
 
 
+def test_without_open_clip_s_files_the_registry_comes_from_open_clip_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another open_clip layout: the configs and tags come through its own import."""
+    profile = get_profile("mclip-b32")
+    expected = (
+        model_files.model_config(profile),
+        model_files.pretrained_cfg(profile.arch, profile.pretrained or ""),
+    )
+    monkeypatch.setattr(model_files, "open_clip_folder", lambda: None)
+    model_files._pretrained_module.cache_clear()
+    try:
+        assert model_files._config_file(profile) is None
+        got = (
+            model_files.model_config(profile),
+            model_files.pretrained_cfg(profile.arch, profile.pretrained or ""),
+        )
+        assert model_files._pretrained_module() is open_clip.pretrained
+    finally:
+        model_files._pretrained_module.cache_clear()
+    assert got == expected
+
+
 def test_the_identity_found_without_torch_is_the_torch_encoder_s(tmp_path: Path) -> None:
     from xsearch.encoders.openclip import OpenClipEncoder
 
