@@ -69,28 +69,15 @@ def _encode_onnx(model: Any, pixels: Any, tokens: Any, batch: int) -> tuple[Any,
     run by ONNX Runtime in the product's chunks; texts in fp32 (what differs is images)."""
     import tempfile
 
-    import torch
-
-    from xsearch.encoders.base import l2_normalise
     from xsearch.encoders.onnx_export import _export_onnx, _quantise
-    from xsearch.encoders.onnx_int8 import open_session, run_session
     from xsearch.encoders.openclip import _ImageTower
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         _export_onnx(_ImageTower(model).eval(), pixels[:2], fp32_path)
         _quantise(fp32_path, int8_path)
-        session = open_session(int8_path)
-        array = pixels.numpy()
-        run_session(session, array[:2])
-        started = time.perf_counter()
-        img = np.concatenate(
-            [run_session(session, array[i : i + batch]) for i in range(0, len(array), batch)]
-        )
-        seconds = time.perf_counter() - started
-    with torch.inference_mode():
-        txt = model.encode_text(tokens).float().numpy()
-    return l2_normalise(img), l2_normalise(txt), len(array) / seconds
+        img, rate = _run_graph(int8_path, pixels.numpy(), batch)
+    return img, _fp32_texts(model, tokens), rate
 
 
 def _encode_written(
@@ -100,14 +87,11 @@ def _encode_written(
     (``onnx_graphs.py``), fp32 or int8, run by ONNX Runtime like ``_encode_onnx``."""
     import tempfile
 
-    import torch
     from safetensors.torch import save_file
 
-    from xsearch.encoders.base import l2_normalise
     from xsearch.encoders.checkpoint import Checkpoint
     from xsearch.encoders.onnx_export import _cpu_has_vnni
     from xsearch.encoders.onnx_graphs import Int8Plan, image_spec, write_image_graph
-    from xsearch.encoders.onnx_int8 import open_session, run_session
 
     with tempfile.TemporaryDirectory() as tmp:
         weights, graph = Path(tmp) / "w.safetensors", Path(tmp) / "visual.onnx"
@@ -117,17 +101,33 @@ def _encode_written(
         plan = Int8Plan(reduce_range=not _cpu_has_vnni()) if int8 else None
         with Checkpoint(weights) as checkpoint:
             write_image_graph(spec, checkpoint, graph, plan)
-        session = open_session(graph)
-        array = pixels.numpy()
-        run_session(session, array[:2])
-        started = time.perf_counter()
-        img = np.concatenate(
-            [run_session(session, array[i : i + batch]) for i in range(0, len(array), batch)]
-        )
-        seconds = time.perf_counter() - started
+        img, rate = _run_graph(graph, pixels.numpy(), batch)
+    return img, _fp32_texts(model, tokens), rate
+
+
+def _run_graph(path: Path, pixels: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
+    """Unit image vectors of an ONNX image graph, in the product's chunks, and images/s."""
+    from xsearch.encoders.base import l2_normalise
+    from xsearch.encoders.onnx_int8 import open_session, run_session
+
+    session = open_session(path)
+    run_session(session, pixels[:2])
+    started = time.perf_counter()
+    img = np.concatenate(
+        [run_session(session, pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    )
+    return l2_normalise(img), len(pixels) / (time.perf_counter() - started)
+
+
+def _fp32_texts(model: Any, tokens: Any) -> np.ndarray:
+    """Unit text vectors of the torch model in fp32 (what differs between these rows is
+    the image tower)."""
+    import torch
+
+    from xsearch.encoders.base import l2_normalise
+
     with torch.inference_mode():
-        txt = model.encode_text(tokens).float().numpy()
-    return l2_normalise(img), l2_normalise(txt), len(array) / seconds
+        return l2_normalise(model.encode_text(tokens).float().numpy())
 
 
 def _top10_kept(

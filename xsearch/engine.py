@@ -45,6 +45,7 @@ from .thumbs import thumbnail
 
 if TYPE_CHECKING:
     from .encoders.model_files import ModelFiles
+    from .encoders.openclip import OpenClipEncoder
     from .indexer import FileOutcome, IndexReport, Progress
     from .store.repository import Store
 
@@ -287,11 +288,7 @@ class Engine:
         spec = onnx_export.direct_image_spec(files)
         if spec is not None:
             return onnx_export.make_int8_export_direct(files, spec, directory)
-        from .encoders.openclip import OpenClipEncoder
-
-        source = torch_encoder()
-        assert isinstance(source, OpenClipEncoder)
-        return onnx_export.make_int8_export(source, directory)
+        return onnx_export.make_int8_export(_open_clip(torch_encoder), directory)
 
     @staticmethod
     def _export_text(
@@ -305,11 +302,7 @@ class Engine:
         spec = onnx_export.direct_text_spec(files)
         if spec is not None:
             return onnx_export.make_int8_text_export_direct(files, spec, directory)
-        from .encoders.openclip import OpenClipEncoder
-
-        source = torch_encoder()
-        assert isinstance(source, OpenClipEncoder)
-        return onnx_export.make_int8_text_export(source, directory)
+        return onnx_export.make_int8_text_export(_open_clip(torch_encoder), directory)
 
     def _int8_wanted(self) -> bool:
         precision, device = self.settings.precision, self.settings.device
@@ -661,6 +654,15 @@ class Engine:
 
 def _input_size(encoder: Encoder) -> int:
     return int(getattr(encoder, "input_size", 224))
+
+
+def _open_clip(torch_encoder: Callable[[], Encoder]) -> OpenClipEncoder:
+    """The torch encoder, which a traced export is made from (torch is imported here)."""
+    from .encoders.openclip import OpenClipEncoder
+
+    source = torch_encoder()
+    assert isinstance(source, OpenClipEncoder)
+    return source
 
 
 def _accelerator_likely() -> bool:

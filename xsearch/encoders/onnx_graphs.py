@@ -42,20 +42,12 @@ _LN_EPS = 1e-5  # torch.nn.LayerNorm's default, which open_clip keeps
 
 # Config keys the writer reproduces, with the value each must have when it is not one the
 # writer handles (None: any value). Any other key means a tower this module does not know.
-_VISION_KEYS: dict[str, Any] = {
+# Both towers' blocks: open_clip's plain residual attention block, nothing custom.
+_BLOCK_KEYS: dict[str, Any] = {
     "layers": None,
     "width": None,
-    "head_width": None,
     "mlp_ratio": None,
-    "patch_size": None,
-    "image_size": None,
     "ls_init_value": None,
-    "patch_dropout": None,  # training only
-    "attentional_pool": False,
-    "attn_pooler_queries": None,
-    "attn_pooler_heads": None,
-    "no_ln_pre": None,
-    "pos_embed_type": None,  # learnable or fixed sin-cos: both are tensors of the checkpoint
     "final_ln_after_pool": None,
     "pool_type": None,
     "output_tokens": False,
@@ -68,33 +60,33 @@ _VISION_KEYS: dict[str, Any] = {
     "scale_attn_inner": False,
     "scale_attn": False,
     "scale_fc": False,
+}
+_VISION_KEYS: dict[str, Any] = {
+    **_BLOCK_KEYS,
+    "head_width": None,
+    "patch_size": None,
+    "image_size": None,
+    "patch_dropout": None,  # training only
+    "attentional_pool": False,
+    "attn_pooler_queries": None,
+    "attn_pooler_heads": None,
+    "no_ln_pre": None,
+    "pos_embed_type": None,  # learnable or fixed sin-cos: both are tensors of the checkpoint
     "timm_model_name": None,
 }
 _TEXT_KEYS: dict[str, Any] = {
+    **_BLOCK_KEYS,
     "context_length": None,
     "vocab_size": None,
-    "width": None,
     "heads": None,
-    "layers": None,
-    "mlp_ratio": None,
-    "ls_init_value": None,
     "embed_cls": False,
     "pad_id": 0,
     "no_causal_mask": False,
-    "final_ln_after_pool": None,  # per-token norm: the same before or after pooling one token
+    # A per-token norm: the same before or after pooling the one token.
+    "final_ln_after_pool": None,
     "pool_type": "argmax",
     "proj_bias": None,
     "proj_type": None,
-    "output_tokens": False,
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
     "hf_model_name": None,
     "hf_tokenizer_name": None,
     "tokenizer_mode": None,
