@@ -204,8 +204,15 @@ class Engine:
         first = torch_encoder() if ask_torch and _accelerator_likely() else None
         if first is not None and getattr(getattr(first, "device", None), "type", "cpu") != "cpu":
             return first
-        cached = current_export(directory)
         files: list[ModelFiles] = []
+
+        def model_files() -> ModelFiles:
+            """The model's files, found once (without torch) when first needed."""
+            if not files:
+                files.append(self._model_files(profile))
+            return files[0]
+
+        cached = current_export(directory)
         if cached is not None:
             # Everything an indexing run needs is in the record: torch is never imported.
             identity = (cached.profile, cached.fingerprint, cached.dim, cached.preprocess.size)
@@ -213,14 +220,8 @@ class Engine:
             identity = (first.profile_name, first.fingerprint, first.dim, _input_size(first))
         else:
             # Found without torch: a first run exports without it where it can (below).
-            files.append(self._model_files(profile))
-            found = files[0]
+            found = model_files()
             identity = (profile.name, found.fingerprint, found.dim, found.image_size)
-
-        def model_files() -> ModelFiles:
-            if not files:
-                files.append(self._model_files(profile))
-            return files[0]
 
         def prepare(again: bool) -> TowerExport:
             export = None if again else current_export(directory)
