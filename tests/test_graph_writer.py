@@ -22,8 +22,10 @@ import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from xsearch import Engine, ModelProfile, Settings, register_profile
+from xsearch.cli import app
 from xsearch.encoders import model_files, onnx_export, onnx_graphs
 from xsearch.encoders.checkpoint import Checkpoint
 from xsearch.encoders.model_files import HubOptions, resolve_files
@@ -379,3 +381,23 @@ def _stored_vectors(engine: Engine) -> dict[str, np.ndarray]:
     ids, matrix = next(store.iter_vectors())
     rows = store.hit_rows([int(i) for i in ids])
     return {Path(rows[int(i)].display_path).name: v for i, v in zip(ids, matrix, strict=True)}
+
+
+def test_models_download_prepares_the_model_so_the_first_index_run_starts_at_once(
+    runner: CliRunner, tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XSEARCH_CACHE", str(cache))
+    result = runner.invoke(app, ["models", "--download", "toy-bilingual"])
+    assert result.exit_code == 0, result.output
+    assert "toy-bilingual: prepared; images are encoded by int8 on this machine" in result.output
+    assert list(cache.glob("onnx/toy-bilingual-*/visual.int8.onnx"))
+    settings = Settings(store=tmp_path / "store", model="toy-bilingual", device="cpu")
+    with Engine(settings.with_(cache_dir=cache)) as engine:
+        engine.index([photos])
+        assert engine.encoder.image_precision == "int8"  # type: ignore[attr-defined]
+        assert not any("Prepared" in n for n in engine.notices)
+    monkeypatch.setenv("XSEARCH_CACHE", str(tmp_path / "other-cache"))
+    result = runner.invoke(app, ["models", "--download", "toy-bilingual", "--no-prepare"])
+    assert result.exit_code == 0 and "prepared" not in result.output
+    assert not (tmp_path / "other-cache").exists()

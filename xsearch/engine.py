@@ -440,6 +440,15 @@ class Engine:
         report.seconds = time.monotonic() - started  # loading the model included
         return report
 
+    def prepare_model(self) -> str:
+        """Make the model ready on this machine, as a first indexing run does before its
+        first batch: its files found (downloaded where missing) and, on a CPU, its int8 towers
+        made and checked once per model and machine. Returns what encodes images ("int8",
+        "bf16", "fp32"); ``notices`` say what was prepared."""
+        encoder = self.encoder
+        encoder.preprocess  # noqa: B018 - resolving the image path makes the one-time export
+        return str(getattr(encoder, "image_precision", "fp32"))
+
     @contextlib.contextmanager
     def _reporting_preparation(self, report: Callable[[], None] | None) -> Iterator[None]:
         """While indexing, a one-time export of the model is reported as its own stage."""
