@@ -103,11 +103,7 @@ def _make_int8_export(
     with _as_model_error("build the fp32 image tower for export"):
         tower, cfg = encoder.fp32_image_model()
     preprocess = _preprocess_of(cfg, encoder.profile_name)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    partial = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
+    with _staged(directory) as partial:
         pixels = probe_pixels(preprocess, probe_pictures)
         reference, fp32_speed = _timed(_torch_vectors, tower, pixels)
         fp32_path = partial / "visual.fp32.onnx"
@@ -118,9 +114,7 @@ def _make_int8_export(
         _quantise(fp32_path, partial / MODEL_FILE)
         fp32_path.unlink()
         _give_back_memory()
-        session = open_session(partial / MODEL_FILE)
-        run_session(session, pixels[:2])  # first call allocates; not part of the speed
-        int8, int8_speed = _timed(run_session, session, pixels)
+        int8, int8_speed = _graph_vectors(partial / MODEL_FILE, pixels)
         export = TowerExport(
             directory=directory,
             profile=encoder.profile_name,
@@ -134,10 +128,7 @@ def _make_int8_export(
             export_seconds=time.perf_counter() - started,
             onnxruntime_version=_ort_version(),
         )
-        replace(export, directory=partial).save()
-        _publish(partial, directory)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        _publish(export, partial)
     return export
 
 
@@ -293,11 +284,7 @@ def _make_int8_export_direct(
         },
         files.profile.name,
     )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    partial = directory.parent / f".{directory.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
+    with _staged(directory) as partial:
         fp32_path = partial / "visual.fp32.onnx"
         with _checkpoint(files) as checkpoint:
             write_image_graph(spec, checkpoint, fp32_path)
@@ -322,10 +309,7 @@ def _make_int8_export_direct(
             onnxruntime_version=_ort_version(),
             made_by=WRITTEN,
         )
-        replace(export, directory=partial).save()
-        _publish(partial, directory)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        _publish(export, partial)
     return export
 
 
@@ -380,7 +364,8 @@ def _make_int8_text_export_direct(files: ModelFiles, spec: TextSpec, directory: 
         tokenizer_partial.unlink(missing_ok=True)
         remove_graph(fp32_path)
         int8_path.unlink(missing_ok=True)
-    int8, int8_s = _one_text_at_a_time(draft.model_path(context), texts)
+    int8_session = open_session(draft.model_path(context), threads=1)
+    int8, int8_s = _one_text_at_a_time(int8_session, texts)
     export = replace(
         draft,
         agreement=agreement(reference, int8),
@@ -407,21 +392,15 @@ def _fp32_text_reference(
     vectors = np.zeros((len(texts), dim), dtype=np.float32)
     for rows in by_length.values():
         vectors[rows] = session.run(None, {name: np.concatenate([texts[i] for i in rows])})[0]
-    return vectors, _ms_alone(session, name, texts[:8])
-
-
-def _ms_alone(session: Any, name: str, texts: Sequence[npt.NDArray[np.int64]]) -> float:
-    session.run(None, {name: texts[0]})  # the first call allocates; not part of the speed
-    _, spent = _timed(lambda: [session.run(None, {name: t}) for t in texts])
-    return 1000 * spent / len(texts)
+    _, spent = _one_text_at_a_time(session, texts[:8])
+    return vectors, 1000 * spent / min(8, len(texts))
 
 
 def _one_text_at_a_time(
-    path: Path, texts: Sequence[npt.NDArray[np.int64]]
+    session: Any, texts: Sequence[npt.NDArray[np.int64]]
 ) -> tuple[npt.NDArray[np.float32], float]:
-    """The vectors of a text graph for token rows given one at a time (as queries come, on
-    one thread), and the seconds they took after a first call (which allocates)."""
-    session = open_session(path, threads=1)
+    """The vectors of a text graph's session for token rows given one at a time (as queries
+    come), and the seconds they took after a first call (which allocates)."""
     name = session.get_inputs()[0].name
 
     def encode(rows: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.float32]:
@@ -748,8 +727,25 @@ def _ort_version() -> str:
     return str(onnxruntime.__version__)
 
 
-def _publish(partial: Path, directory: Path) -> None:
-    """Move the finished export into place; a concurrent exporter's copy is as good."""
+@contextlib.contextmanager
+def _staged(directory: Path) -> Iterator[Path]:
+    """A fresh folder of this process beside ``directory`` to build an export in, removed
+    afterwards (renamed into place by :func:`_publish`, or left half-made by an error)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = directory.parent / f".{directory.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        yield partial
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _publish(export: TowerExport, partial: Path) -> None:
+    """Save the export's record in ``partial`` and move the finished export into place; a
+    concurrent exporter's copy is as good."""
+    replace(export, directory=partial).save()
+    directory = export.directory
     if directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
     try:

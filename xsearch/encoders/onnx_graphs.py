@@ -421,14 +421,12 @@ class _GraphWriter:
         assert self.int8 is not None
         from .per_channel import quantise_channels
 
-        per_tensor = axis is None
         if axis is None:
             q, scale = quantise_channels(weights.reshape(1, -1), 0, self.int8.reduce_range)
+            scale = scale.reshape(())
         else:
             q, scale = quantise_channels(weights, axis, self.int8.reduce_range)
         zero = np.zeros(scale.shape, dtype=np.int8)
-        if per_tensor:
-            scale, zero = scale.reshape(()), zero.reshape(())
         return (
             self._inline(f"{name}_quantized", q.reshape(weights.shape)),
             self._inline(f"{name}_scale", scale),
