@@ -29,6 +29,33 @@ def _slow_down(seconds: float) -> None:
     pipeline.decode_item = slow
 
 
+def _fault_on(spec: str) -> None:
+    """Make the decoder fail for files whose name contains NAME: ``NAME:abort`` aborts the
+    process (as a crashing native decoder does), ``NAME:kill`` SIGKILLs it (as the OOM
+    killer does), ``NAME:raise`` raises an exception type no decoder is known for."""
+    import signal
+
+    from xsearch import pipeline
+
+    real = pipeline.decode_image
+    faults = dict(part.split(":", 1) for part in spec.split(","))
+
+    class OddDecoderError(Exception):
+        pass
+
+    def faulty(path: bytes, **kwargs):  # type: ignore[no-untyped-def]
+        for name, kind in faults.items():
+            if name.encode() in os.path.basename(path):
+                if kind == "abort":
+                    os.abort()
+                if kind == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise OddDecoderError(f"no decoder expected this ({name})")
+        return real(path, **kwargs)
+
+    pipeline.decode_image = faulty
+
+
 def media_rows(db: Path) -> int:
     """Files committed to a store's database; -1 when there is no readable database yet."""
     if not db.exists():
@@ -51,6 +78,9 @@ def index_command(store: Path, *paths: Path, slow: float = 0.1) -> tuple[list[st
 
 if os.environ.get("XSEARCH_TEST_SLOW_DECODE"):
     _slow_down(float(os.environ["XSEARCH_TEST_SLOW_DECODE"]))
+
+if os.environ.get("XSEARCH_TEST_DECODER_FAULT"):
+    _fault_on(os.environ["XSEARCH_TEST_DECODER_FAULT"])
 
 if __name__ == "__main__":
     from xsearch.cli import main

@@ -141,7 +141,11 @@ def index(
     index_memory: IndexMemoryOpt = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per encoder batch (auto).")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Decode worker processes (auto; 0 = none).")
+        int | None,
+        typer.Option(
+            help="Decode worker processes (auto, at least 1); 0 decodes in this process, "
+            "where a crashing decoder ends the run."
+        ),
     ] = None,
     include_hidden: Annotated[bool, typer.Option(help="Also index dot-files and OS junk.")] = False,
     exclude: Annotated[

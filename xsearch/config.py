@@ -130,7 +130,8 @@ class IndexOptions:
 
     # Images per encoder batch; None picks by device (CPU 32, GPU 256).
     batch_size: int | None = None
-    # Decode workers; None picks from the CPU count.
+    # Decode worker processes; None picks from the CPU count (at least 1). 0 decodes in the
+    # calling process, where a decoder that crashes ends the run.
     workers: int | None = None
     # Index dot-files and OS junk (.DS_Store, Thumbs.db, @eaDir, ...) too.
     include_hidden: bool = False

@@ -21,9 +21,10 @@ from .index.manager import IndexManager
 from .media.hashing import content_hash
 from .media.images import display
 from .media.scan import ScanEntry, ScanProblem, scan
-from .pipeline import Decoded, DecodeOptions, WorkItem, embed_decoded, iter_decoded
+from .pipeline import Decoded, DecodeOptions, WorkItem, embed_decoded, failure_of
 from .store.records import FileState, FrameVector, MediaRecord, WriteBatch
 from .store.repository import Store
+from .workers import iter_decoded
 
 __all__ = ["FileOutcome", "IndexReport", "Indexer", "Progress"]
 
@@ -175,7 +176,10 @@ class Indexer:
             seen.add(entry.path)
             if plan.found % 1000 == 0:
                 self._progress("scan", plan.found, 0)
-            self._plan_entry(entry, known.get(entry.path), failed.get(entry.path), plan, new)
+            try:
+                self._plan_entry(entry, known.get(entry.path), failed.get(entry.path), plan, new)
+            except Exception as exc:  # one file's fault while planning is that file's alone
+                plan.outcomes.append(FileOutcome(entry.path, "failed", *failure_of(exc)))
         missing = {path: state for path, state in known.items() if path not in seen}
         self._plan_moves(new, missing, plan)
         for path, state in missing.items():
@@ -267,9 +271,7 @@ class Indexer:
         encoding = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsearch-encode")
         in_flight: _InFlight | None = None
         try:
-            for decoded in iter_decoded(
-                work, preprocess, decode_opts, workers=workers, pin_memory=device_type == "cuda"
-            ):
+            for decoded in iter_decoded(work, preprocess, decode_opts, workers=workers):
                 pending.append(decoded)
                 frames += decoded.frames
                 if frames >= batch_size or len(pending) >= opts.commit_every:
@@ -358,9 +360,10 @@ def _work(key: int, entry: ScanEntry) -> WorkItem:
 
 
 def _hash_or_none(path: bytes, size: int) -> str | None:
+    """The content hash, or None when the file cannot be read now (decoding reports why)."""
     try:
         return content_hash(path, size)
-    except OSError:
+    except Exception:
         return None
 
 
@@ -369,20 +372,17 @@ def _same_content(entry: ScanEntry, state: FileState) -> bool:
 
 
 def _default_workers(n_items: int, device_type: str = "cpu") -> int:
-    """Decode worker processes: only beyond a handful of files, and not where the encoder
-    needs every core itself.
+    """Decode worker processes: always at least one, so that a decoder that crashes or
+    hangs costs its file and not the run; more only where there are cores to spare.
 
-    On a CPU the image tower's threads use all cores; a decode process beside them on a
-    2-core machine costs more than it overlaps (ViT-B-32-256 bf16, 300 photos: 15.8 images/s
-    with one worker, 17.2 decoding in line; bench/README.md). Larger CPUs give decoding a
-    quarter of their cores; with a GPU, the cores are all free for decoding.
+    On a CPU the image tower's threads use all cores, so a machine of 2 cores gets one
+    worker; larger CPUs give decoding a quarter of their cores; with a GPU, the cores are
+    all free for decoding.
     """
     cores = os.cpu_count() or 1
-    if n_items < 16:
-        return 0
     if device_type == "cpu":
-        return 0 if cores <= 2 else max(1, cores // 4)
-    return max(1, min(8, cores - 1))
+        return 1 if cores <= 4 or n_items < 16 else cores // 4
+    return 1 if n_items < 16 else max(1, min(8, cores - 1))
 
 
 def _draft_size(encoder: Encoder) -> int | None:

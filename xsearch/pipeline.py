@@ -1,7 +1,8 @@
 """decode → embed as pure functions over batches.
 
-The local indexer runs them through a torch DataLoader; a Ray Data adapter can map the
-same two functions over its blocks. Neither touches the store or the vector index.
+The local indexer runs them in worker processes that may die (:mod:`xsearch.workers`); a
+Ray Data adapter can map the same two functions over its blocks. Neither touches the store
+or the vector index.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from .media.video import KEYFRAME_ONLY_ABOVE, DecodeState, probe_video, sample_f
 # torch is imported where it is used, not here: a re-run that finds nothing to decode (and
 # every command that only reads the store) then never pays for importing it (1.5 s).
 
-__all__ = ["DecodeOptions", "Decoded", "WorkItem", "decode_item", "embed_decoded", "iter_decoded"]
+__all__ = [
+    "DecodeOptions",
+    "Decoded",
+    "WorkItem",
+    "decode_item",
+    "embed_decoded",
+    "failure_of",
+]
 
 # A preprocessed picture, (3, H, W) float32: a torch tensor (open_clip's transform) or a numpy
 # array (the torch-free transform of the int8 path). Batches stack whichever it is.
@@ -103,8 +111,20 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> Decoded:
-    """Decode one file into preprocessed frames. Never raises for a bad file: sets ``error``."""
+def decode_item(
+    item: WorkItem,
+    preprocess: Preprocess,
+    opts: DecodeOptions,
+    *,
+    on_limit: Callable[[float], None] | None = None,
+) -> Decoded:
+    """Decode one file into preprocessed frames. Never raises for a bad file: sets ``error``.
+
+    This is the boundary of one file: whatever probing, hashing, decoding or preprocessing
+    it raises (short of Ctrl-C) becomes this file's failure. ``on_limit`` hears the time
+    limit of the decoding step once it is known (a video's grows with its length), so that
+    a supervisor can stop a decoder stuck in native code, which no signal interrupts.
+    """
     out = Decoded(key=item.key, path=item.path)
     try:
         if item.size == 0:
@@ -115,28 +135,46 @@ def decode_item(item: WorkItem, preprocess: Preprocess, opts: DecodeOptions) -> 
             # A video may take as many more seconds as it lasts: an hour-long film must not
             # hit a limit meant for one photo.
             allowance = _video_duration(item.path) if kind == "video" else 0.0
+        if on_limit is not None and opts.timeout > 0:
+            on_limit(opts.timeout + allowance)
         with _time_limit(opts.timeout + allowance):
             if kind == "video":
                 _decode_video(item, preprocess, opts, out)
             else:
                 _decode_still(item, preprocess, opts, out)
-    except MediaError as exc:
-        out.error = (exc.reason, exc.detail)
-    except _TimeoutError:
-        out.error = (
-            "timed-out",
-            f"took longer than {opts.timeout:g} s (raise it with --file-timeout)",
-        )
-    except PermissionError as exc:
-        out.error = ("unreadable", f"permission denied ({exc.strerror})")
-    except OSError as exc:
-        out.error = ("unreadable", str(exc))
-    except MemoryError:
-        out.error = ("too-large", "ran out of memory while decoding")
+    except Exception as exc:  # the per-file boundary: see the docstring
+        out.error = failure_of(exc, opts)
     if out.error is not None:
         out.pixels = None
         out.times = []
     return out
+
+
+def failure_of(exc: BaseException, opts: DecodeOptions | None = None) -> tuple[str, str]:
+    """The (reason, detail) a user sees for an exception raised while reading one file.
+
+    Known categories keep their names; anything else is ``undecodable`` with the exception's
+    type and message, so that a bug report can name what a decoder raised.
+    """
+    if isinstance(exc, MediaError):
+        return exc.reason, exc.detail
+    if isinstance(exc, _TimeoutError):
+        limit = f" {opts.timeout:g} s" if opts is not None else " its time limit"
+        return "timed-out", f"took longer than{limit} (raise it with --file-timeout)"
+    if isinstance(exc, PermissionError):
+        return "unreadable", f"permission denied ({exc.strerror})"
+    if isinstance(exc, MemoryError):
+        return "too-large", "ran out of memory while decoding"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return "unreadable", str(exc)
+    return "undecodable", _exception_text(exc)
+
+
+def _exception_text(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _video_duration(path: bytes) -> float:
@@ -228,60 +266,3 @@ def _concat(batches: list[Pixels]) -> Pixels:
     import torch
 
     return torch.cat(batches)
-
-
-class _DecodeDataset:
-    """A map-style dataset for torch's DataLoader (which needs only these two methods)."""
-
-    def __init__(
-        self, items: Sequence[WorkItem], preprocess: Preprocess, opts: DecodeOptions
-    ) -> None:
-        self.items = items
-        self.preprocess = preprocess
-        self.opts = opts
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Decoded:
-        return decode_item(self.items[i], self.preprocess, self.opts)
-
-
-def _identity(x: Decoded) -> Decoded:
-    return x
-
-
-def _worker_init(_worker_id: int) -> None:
-    import torch
-
-    # Each worker decodes one file at a time; torch's own thread pool would only contend.
-    torch.set_num_threads(1)
-
-
-def iter_decoded(
-    items: Sequence[WorkItem],
-    preprocess: Preprocess,
-    opts: DecodeOptions,
-    *,
-    workers: int,
-    pin_memory: bool = False,
-) -> Iterator[Decoded]:
-    """Decode ``items`` in order, ``workers`` processes at a time, a few files ahead."""
-    if workers == 0:
-        for item in items:
-            yield decode_item(item, preprocess, opts)
-        return
-    import torch
-
-    dataset: Any = _DecodeDataset(items, preprocess, opts)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=_identity,  # type: ignore[arg-type]
-        prefetch_factor=4,
-        pin_memory=pin_memory,
-        worker_init_fn=_worker_init,
-        multiprocessing_context="fork" if hasattr(signal, "SIGALRM") else None,
-    )
-    yield from loader

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import MediaError
 
-__all__ = ["DecodedImage", "decode_image", "display", "register_plugins", "to_rgb"]
+__all__ = ["DecodedImage", "decode_image", "display", "formats_for", "register_plugins", "to_rgb"]
 
 # A header that claims more pixels per byte of file than any real codec achieves is a lie
 # (a truncated or crafted file); refusing it keeps memory bounded whatever the header says.
@@ -21,6 +23,30 @@ _MAX_PIXELS_PER_BYTE = 2_000
 _EXIF_DATETIME_ORIGINAL = 0x9003
 _EXIF_DATETIME = 0x0132
 _EXIF_IFD = 0x8769
+# Pillow formats with a signature of several bytes: content decides, whatever the name.
+# (JPEG's opener also returns MPO, the multi-picture JPEG of 3D and some phone cameras.)
+_SIGNED_FORMATS = (
+    "JPEG",
+    "PNG",
+    "GIF",
+    "BMP",
+    "TIFF",
+    "WEBP",
+    "HEIF",
+    "AVIF",
+    "JPEG2000",
+    "PSD",
+    "QOI",
+    "DDS",
+)
+# Formats whose signature is weak or missing, tried only for files named after them.
+_FORMATS_BY_EXTENSION = {
+    b".ico": ("ICO",),
+    b".tga": ("TGA",),
+    b".pcx": ("PCX",),
+    **dict.fromkeys([b".ppm", b".pgm", b".pbm", b".pnm"], ("PPM",)),
+    **dict.fromkeys([b".sgi", b".rgb", b".rgba", b".bw"], ("SGI",)),
+}
 _plugins_lock = threading.Lock()
 _plugins_registered = False
 
@@ -41,6 +67,8 @@ def register_plugins() -> None:
                 pillow_heif.register_avif_opener()
         except ImportError:
             pass
+        # Every plugin now, not on demand: ``Image.open(formats=...)`` expects them loaded.
+        Image.init()
         # xsearch does its own, clearer pixel-limit check before decoding.
         Image.MAX_IMAGE_PIXELS = None
         _plugins_registered = True
@@ -69,10 +97,22 @@ def decode_image(path: bytes, *, max_pixels: int, draft_size: int | None = None)
     ``partial=True``.
     """
     register_plugins()
+    try:
+        return _decode(path, max_pixels, draft_size)
+    except ValueError as exc:
+        if not _text_over_limit(exc):
+            raise
+    # A PNG's text metadata (zTXt/iTXt) decompresses past Pillow's limit, a guard against
+    # text bombs. The pixels do not need that text: decode again with it dropped.
+    with _truncation_allowed():
+        return _decode(path, max_pixels, draft_size)
+
+
+def _decode(path: bytes, max_pixels: int, draft_size: int | None) -> DecodedImage:
     shown = display(path)
     try:
         size = os.stat(path).st_size
-        im = Image.open(Path(os.fsdecode(path)))
+        im = Image.open(Path(os.fsdecode(path)), formats=formats_for(path))
     except PermissionError as exc:
         raise MediaError(shown, "unreadable", f"permission denied ({exc.strerror})") from exc
     except UnidentifiedImageError as exc:
@@ -89,7 +129,47 @@ def decode_image(path: bytes, *, max_pixels: int, draft_size: int | None = None)
             im.draft("RGB", (draft_size, draft_size))
         partial = _load(im, shown)
         rgb = to_rgb(ImageOps.exif_transpose(im) or im)
+    if partial and _uniform(rgb):
+        # What a truncated load "decoded" is only the fill colour: nothing worth a vector.
+        raise MediaError(shown, "broken", "truncated before any image data")
     return DecodedImage(rgb, width, height, captured, partial, fmt)
+
+
+def formats_for(path: bytes) -> tuple[str, ...]:
+    """The Pillow formats that may open ``path``.
+
+    Formats with a signature of several bytes are tried whatever the name (a ``.jpg`` that
+    is really a PNG is indexed); formats with a weak signature or none (TGA, PPM, SGI, ICO,
+    PCX) only for their own extensions, since otherwise any damaged file can pass for one
+    and "decode" into noise. Formats xsearch does not index at all (EPS, which would run
+    Ghostscript, WMF, FITS, ...) are never tried.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    return _SIGNED_FORMATS + _FORMATS_BY_EXTENSION.get(ext, ())
+
+
+def _text_over_limit(exc: ValueError) -> bool:
+    text = str(exc)
+    return "MAX_TEXT_CHUNK" in text or "MAX_TEXT_MEMORY" in text
+
+
+@contextlib.contextmanager
+def _truncation_allowed() -> Iterator[None]:
+    """Let Pillow fill in what a truncated file lacks (and drop oversized PNG text).
+
+    Decoders run in worker processes or a single thread, so the module flag is not raced.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _uniform(im: Image.Image) -> bool:
+    extrema = im.getextrema()
+    return all(low == high for low, high in extrema)  # type: ignore[misc]
 
 
 def _check_size(shown: str, width: int, height: int, file_size: int, max_pixels: int) -> None:
@@ -115,16 +195,15 @@ def _load(im: Image.Image, shown: str) -> bool:
         im.load()
         return False
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ValueError) and _text_over_limit(exc):
+            raise
         if "truncated" not in str(exc) and "broken data stream" not in str(exc):
             raise MediaError(shown, "broken", f"cannot decode: {exc}") from exc
-    # Decoders run in worker processes or a single thread, so the module flag is not raced.
-    ImageFile.LOAD_TRUNCATED_IMAGES = True
-    try:
-        im.load()
-    except Exception as exc:
-        raise MediaError(shown, "broken", f"truncated and not decodable: {exc}") from exc
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with _truncation_allowed():
+        try:
+            im.load()
+        except Exception as exc:
+            raise MediaError(shown, "broken", f"truncated and not decodable: {exc}") from exc
     return True
 
 

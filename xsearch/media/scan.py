@@ -24,7 +24,8 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset(
     b".jpg .jpeg .jpe .jfif .png .webp .gif .bmp .dib .tif .tiff .heic .heif .hif .avif "
-    b".jp2 .j2k .ico .ppm .pgm .pbm .pnm .tga .psd .dng".split()
+    b".jp2 .j2k .ico .ppm .pgm .pbm .pnm .tga .psd .dng .mpo .qoi .dds .pcx .sgi .rgb .rgba "
+    b".bw".split()
 )
 VIDEO_EXTENSIONS = frozenset(
     b".mp4 .m4v .mov .qt .mkv .webm .avi .wmv .flv .mpg .mpeg .m2ts .mts .ts .3gp .3g2 "
