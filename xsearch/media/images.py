@@ -47,6 +47,8 @@ _FORMATS_BY_EXTENSION = {
     **dict.fromkeys([b".ppm", b".pgm", b".pbm", b".pnm"], ("PPM",)),
     **dict.fromkeys([b".sgi", b".rgb", b".rgba", b".bw"], ("SGI",)),
 }
+# A truncated picture of which less than this share of rows decoded is broken, not partial.
+MIN_DECODED_FRACTION = 0.1
 _plugins_lock = threading.Lock()
 _plugins_registered = False
 
@@ -118,7 +120,9 @@ def _decode(path: bytes, max_pixels: int, draft_size: int | None) -> DecodedImag
     except UnidentifiedImageError as exc:
         raise MediaError(shown, "unsupported", "not an image format xsearch can read") from exc
     except OSError as exc:
-        raise MediaError(shown, "unreadable", str(exc)) from exc
+        # An errno is the disk's or the OS's; without one, Pillow is describing the bytes.
+        reason = "unreadable" if exc.errno is not None else "broken"
+        raise MediaError(shown, reason, str(exc)) from exc
     with im:
         width, height = im.size
         _check_size(shown, width, height, size, max_pixels)
@@ -128,10 +132,13 @@ def _decode(path: bytes, max_pixels: int, draft_size: int | None) -> DecodedImag
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: far faster for big photos.
             im.draft("RGB", (draft_size, draft_size))
         partial = _load(im, shown)
+        if fmt in ("JPEG", "MPO") and not _jpeg_has_scan_data(path):
+            # libjpeg "decodes" a JPEG without entropy-coded data into noise, with a warning
+            # Pillow does not pass on.
+            raise MediaError(shown, "broken", "no image data after the JPEG headers")
+        if partial:
+            _check_decoded_enough(shown, to_rgb(im))
         rgb = to_rgb(ImageOps.exif_transpose(im) or im)
-    if partial and _uniform(rgb):
-        # What a truncated load "decoded" is only the fill colour: nothing worth a vector.
-        raise MediaError(shown, "broken", "truncated before any image data")
     return DecodedImage(rgb, width, height, captured, partial, fmt)
 
 
@@ -167,9 +174,60 @@ def _truncation_allowed() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _uniform(im: Image.Image) -> bool:
-    extrema = im.getextrema()
-    return all(low == high for low, high in extrema)  # type: ignore[misc]
+def _jpeg_has_scan_data(path: bytes) -> bool:
+    """Whether the first scan of a JPEG has entropy-coded bytes after its header.
+
+    Walks the marker segments by their lengths (reading a few bytes per segment, not the
+    file); a file that ends inside a segment is truncated, which decoding already reports.
+    """
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return True
+        while True:
+            marker = fh.read(2)
+            while marker[:1] == b"\xff" and marker[1:] == b"\xff":  # fill bytes
+                marker = marker[1:] + fh.read(1)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                return True
+            if marker[1] == 0xD9:  # EOI before any scan
+                return False
+            if marker[1] == 0x01 or 0xD0 <= marker[1] <= 0xD7:  # no length
+                continue
+            length = fh.read(2)
+            if len(length) < 2:
+                return True
+            fh.seek(int.from_bytes(length, "big") - 2, os.SEEK_CUR)
+            if marker[1] == 0xDA:
+                data = fh.read(2)
+                return len(data) == 2 and data != b"\xff\xd9"
+
+
+def _check_decoded_enough(shown: str, rgb: Image.Image) -> None:
+    """Refuse a truncated file of which too little could be decoded to stand for it.
+
+    A truncated load fills the missing rows with one colour. A picture whose decoded part
+    is a sliver (a DDS or SGI whose header promises far more than the file holds, an MPO
+    with no image data) would otherwise be stored as if it were fine, with a vector of
+    mostly fill colour that matches nothing anyone searches for.
+    """
+    fraction = _decoded_fraction(np.asarray(rgb))
+    if fraction < MIN_DECODED_FRACTION:
+        raise MediaError(
+            shown,
+            "broken",
+            f"truncated: only {fraction:.0%} of the picture could be decoded "
+            f"(at least {MIN_DECODED_FRACTION:.0%} is needed)",
+        )
+
+
+def _decoded_fraction(pixels: np.ndarray) -> float:
+    """The share of rows above the uniform fill that closes a truncated picture."""
+    bottom = pixels[-1]
+    if pixels.size == 0 or not (bottom == bottom[0]).all():
+        return 1.0
+    filled = (pixels == bottom[0]).all(axis=(1, 2))
+    decoded = np.flatnonzero(~filled)
+    return 0.0 if decoded.size == 0 else float(decoded[-1] + 1) / pixels.shape[0]
 
 
 def _check_size(shown: str, width: int, height: int, file_size: int, max_pixels: int) -> None:
