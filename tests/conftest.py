@@ -52,7 +52,8 @@ def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     and never into the user's home. Session-wide, so module fixtures use it too."""
     cache = tmp_path_factory.mktemp("xsearch-cache")
     with pytest.MonkeyPatch.context() as patch:
-        # The CLI reads the variable (also in subprocesses); Settings() the default.
+        # The CLI reads the variable (also in subprocesses); Settings() the default, in
+        # this process only: a subprocess that builds Settings() must pass cache_dir.
         patch.setenv("XSEARCH_CACHE", str(cache))
         patch.setattr("xsearch.config.default_cache_dir", lambda: cache)
         yield cache

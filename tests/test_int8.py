@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ import onnx
 import open_clip
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from xsearch import Engine, IndexOptions, Settings
+from xsearch.cli import app
 from xsearch.encoders import onnx_export, onnx_int8
 from xsearch.encoders.onnx_export import probe_texts
 from xsearch.encoders.onnx_int8 import Int8Encoder, TextExport, TowerExport, used_tokens
@@ -96,28 +99,79 @@ def test_the_export_records_its_agreement_and_is_reused(photos: Path, tmp_path: 
     assert export.model_path.stat().st_mtime_ns == modified
 
 
+def _fresh_home(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Python subprocess on a machine that has never run xsearch: its
+    home folder is empty, so only the cache it is given can hold an export (its user
+    site-packages stay where they are)."""
+    home = tmp_path / "fresh-home"
+    home.mkdir(exist_ok=True)
+    user_base = site.getuserbase()
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(home), "PYTHONUSERBASE": user_base}
+
+
 def test_indexing_with_a_cached_export_imports_neither_torch_nor_open_clip(
     photos: Path, tmp_path: Path
 ) -> None:
-    with Engine(_settings(tmp_path, "first")) as engine:
+    settings = _settings(tmp_path, "first")
+    with Engine(settings) as engine:
         engine.index([photos])  # makes the export
+    # Issue 17: Settings() in the subprocess looked in ~/.cache/xsearch, not in the tests'
+    # cache, and found an export only where an earlier run had left one for this CPU there.
     code = (
         "import sys; from pathlib import Path; from xsearch import Engine, Settings; "
         "from tests.conftest import TINY; "
         f"e = Engine(Settings(store=Path({str(tmp_path / 'second')!r}), model=TINY, "
-        "device='cpu')); r = e.index([sys.argv[1]]); "
+        f"device='cpu', cache_dir=Path({str(settings.resolved_cache_dir)!r}))); "
+        "r = e.index([sys.argv[1]]); "
         "print(r.counts['indexed'], 'torch' in sys.modules, 'open_clip' in sys.modules)"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
         [sys.executable, "-c", code, str(photos)],
-        env=env,
+        env=_fresh_home(tmp_path),
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
     )
     assert out.stdout.split() == ["7", "False", "False"], out.stderr
+    assert not (tmp_path / "fresh-home" / ".cache" / "xsearch").exists()
+
+
+def _cpuinfo(flags: str, model: str = "AMD EPYC 9555 64-Core Processor") -> str:
+    return f"processor\t: 0\nmodel name\t: {model}\nflags\t\t: fpu sse2 {flags}\n"
+
+
+def test_an_export_is_kept_per_int8_instruction_set_and_found_again_by_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xsearch.encoders import cpu
+
+    def on(info: str) -> Path:
+        monkeypatch.setattr(cpu, "_cpuinfo", lambda: info)
+        return onnx_int8.export_directory(tmp_path, TINY, None)
+
+    epyc = on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16"))
+    assert onnx_export._cpu_has_vnni()  # full-range int8 weights
+    # BF16 and VP2INTERSECT choose no int8 kernel: the same export.
+    assert on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16 avx512_vp2intersect")) == epyc
+    # The same model name with VNNI masked (a virtual machine): 7-bit weights, its own export.
+    assert on(_cpuinfo("avx2 avx512bw avx512_bf16")) != epyc
+    assert not onnx_export._cpu_has_vnni()
+    monkeypatch.undo()
+    here = onnx_int8.export_directory(tmp_path, TINY, None)
+    code = (
+        "import sys; from pathlib import Path; from xsearch.encoders import onnx_int8; "
+        "print(onnx_int8.export_directory(Path(sys.argv[1]), sys.argv[2], None))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), TINY],
+        env=_fresh_home(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.strip() == str(here), out.stderr
 
 
 def test_a_text_query_never_exports_and_an_image_query_matches_the_indexed_vector(
@@ -171,9 +225,14 @@ def test_a_damaged_or_stale_export_is_made_again(photos: Path, tmp_path: Path) -
     os.utime(checkpoint, ns=(1, 1))  # the weights changed: the export no longer matches
     assert TowerExport.load(export.directory) is not None
     assert not TowerExport.load(export.directory).current()  # type: ignore[union-attr]
+    with Engine(settings.with_(store=tmp_path / "s2")) as engine:
+        assert engine.info().image_encoding == (
+            f"torch until an indexing run exports the int8 tower (the export cached at "
+            f"{export.directory} was made from {checkpoint.resolve()}, which has changed since)"
+        )
     with Engine(settings.with_(store=tmp_path / "s3")) as engine:
         engine.index([photos])
-        assert any("Prepared" in n for n in engine.notices)
+        assert any("Prepared" in n and "has changed since" in n for n in engine.notices)
 
 
 def test_parallel_decoding_gives_the_serial_vectors_on_the_int8_path(
@@ -292,7 +351,7 @@ def test_a_cold_text_query_on_the_int8_path_imports_no_torch_open_clip_or_sqlalc
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "v.npy")],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=_fresh_home(tmp_path),
         capture_output=True,
         text=True,
         check=True,
@@ -370,6 +429,58 @@ def test_info_says_what_encodes_images_and_texts_without_loading_a_model(
         assert engine.info().image_encoding == "torch bf16"
     with Engine(settings.with_(model=None, cache_dir=tmp_path / "empty")) as engine:
         assert engine.info().image_encoding.startswith("torch until an indexing run")
+
+
+def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner: CliRunner
+) -> None:
+    cache = tmp_path / "cache"
+    settings = _settings(tmp_path, cache_dir=cache)
+    with Engine(settings) as engine:
+        engine.index([photos])
+        made = engine.encoder.export  # type: ignore[attr-defined]
+    assert made is not None and made.machine == onnx_int8.this_machine()
+    here = made.machine
+
+    def image_encoding() -> str:
+        with Engine(settings.with_(model=None)) as engine:
+            return engine.info().image_encoding
+
+    # The same store and cache on a CPU with other int8 kernels.
+    monkeypatch.setattr(onnx_int8, "cpu_int8_flags", lambda: ("avx2",))
+    elsewhere = onnx_int8.this_machine()
+    assert image_encoding() == (
+        f"torch until an indexing run exports the int8 tower (the export cached at "
+        f"{made.directory} was made for another CPU ({here}); this one ({elsewhere}) needs "
+        "its own)"
+    )
+    monkeypatch.setenv("XSEARCH_CACHE", str(cache))
+    shown = runner.invoke(app, ["info", "--store", str(settings.store), "--json"])
+    assert json.loads(shown.output)["image_encoding"] == image_encoding()
+    with Engine(settings.with_(store=tmp_path / "other-cpu")) as engine:
+        engine.index([photos])
+        assert engine.encoder.image_precision == "int8"  # type: ignore[attr-defined]
+        assert any("made anew because" in n and "another CPU" in n for n in engine.notices)
+    assert image_encoding().startswith("int8 (")
+    # Its own int8 kernels may round that export below the gate (as VNNI might).
+    monkeypatch.setattr(onnx_int8, "MIN_COSINE", 1.01)
+    mine = onnx_int8.export_directory(cache, TINY, None)
+    low = TowerExport.load(mine).agreement.cosine_min  # type: ignore[union-attr]
+    assert image_encoding() == (
+        f"torch: the int8 tower cached at {mine} misses the agreement gate on this CPU, "
+        f"{elsewhere} (cosine to fp32 {low:.5f} (min) < 1.01; "
+        f"{TowerExport.load(mine).agreement.describe()}); "  # type: ignore[union-attr]
+        "--precision int8 uses it anyway"
+    )
+    monkeypatch.undo()  # back on the first CPU: its export is still there, and used
+    assert image_encoding().startswith("int8 (")
+    (made.directory / onnx_int8.RECORD_FILE).write_text("{")
+    assert f"cached at {made.directory} has no record this xsearch" in image_encoding()
+    with Engine(settings.with_(model=None, cache_dir=tmp_path / "empty")) as engine:
+        assert engine.info().image_encoding == (
+            "torch until an indexing run exports the int8 tower (none is cached in "
+            f"{tmp_path / 'empty' / 'onnx'} for this CPU yet)"
+        )
 
 
 def test_a_text_tower_that_cannot_be_exported_is_recorded_and_not_retried(

@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
+from .encoders.export_status import refused_export
 from .encoders.onnx_int8 import (
     Agreement,
     Int8Encoder,
@@ -28,6 +29,7 @@ from .encoders.onnx_int8 import (
     mark_text_not_exported,
     onnxruntime_available,
     text_not_exported,
+    this_machine,
 )
 from .encoders.profiles import DEFAULT_PROFILE, ModelProfile, get_profile
 from .errors import ConfigError, ModelError, ModelMismatchError, QueryError, StoreNotFoundError
@@ -231,11 +233,15 @@ class Engine:
                 if self._on_prepare is not None:
                     self._on_prepare()
                 if export is None:
+                    refused = refused_export(
+                        self.settings.resolved_cache_dir, profile.name, self.settings.checkpoint
+                    )
                     export = self._export_image(model_files(), torch_encoder, directory)
                     self._encoder_notices.append(
                         f"Prepared the int8 image tower of {export.profile} for this CPU in "
                         f"{export.export_seconds:.0f} s ({export.agreement.describe()}); it "
                         f"is cached in {directory}."
+                        + (f" It was made anew because {refused}." if refused else "")
                     )
                 # Made here, while indexing, so that no query ever waits for an export. If
                 # it fails, queries stay on torch; indexing goes on.
@@ -634,12 +640,16 @@ class Engine:
             return {"image_encoding": f"torch {precision}", "text_encoding": f"torch {precision}"}
         if self.settings.device not in ("auto", "cpu") or not onnxruntime_available():
             return {"image_encoding": "torch", "text_encoding": "torch"}
-        directory = export_directory(
-            self.settings.resolved_cache_dir, profile, self.settings.checkpoint
-        )
+        cache, checkpoint = self.settings.resolved_cache_dir, self.settings.checkpoint
+        directory = export_directory(cache, profile, checkpoint)
         image, text = current_export(directory), TextExport.load(directory)
         if image is None:
-            pending = "torch until an indexing run exports the int8 tower"
+            why = refused_export(cache, profile, checkpoint)
+            pending = (
+                "torch until an indexing run exports the int8 tower ("
+                + (why or f"none is cached in {directory.parent} for this CPU yet")
+                + ")"
+            )
             return {"image_encoding": pending, "text_encoding": pending}
         forced = precision == "int8"
 
@@ -647,7 +657,11 @@ class Engine:
             measured = agreement.describe(what)
             if agreement.holds or forced:
                 return f"int8 ({measured}; {made_by})"
-            return f"torch: its int8 tower misses the agreement gate ({measured})"
+            return (
+                f"torch: the int8 tower cached at {directory} misses the agreement gate on "
+                f"this CPU, {this_machine()} ({agreement.shortfall()}; {measured}); "
+                "--precision int8 uses it anyway"
+            )
 
         return {
             "image_encoding": verdict(image.agreement, "pictures", image.made_by),

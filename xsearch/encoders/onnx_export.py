@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ModelError
-from .cpu import cpu_has_any
+from .cpu import INT8_DOT_FLAGS, cpu_has_any
 from .model_files import ModelFiles, open_clip_folder
 from .onnx_int8 import (
     MODEL_FILE,
@@ -48,6 +48,7 @@ from .onnx_int8 import (
     WeightsStamp,
     open_session,
     run_session,
+    this_machine,
     used_tokens,
 )
 from .preprocess import SUPPORTED_RESIZE_MODES, ImagePreprocess
@@ -127,6 +128,7 @@ def _make_int8_export(
             fp32_images_per_s=len(pixels) / fp32_speed,
             export_seconds=time.perf_counter() - started,
             onnxruntime_version=_ort_version(),
+            machine=this_machine(),
         )
         _publish(export, partial)
     return export
@@ -308,6 +310,7 @@ def _make_int8_export_direct(
             export_seconds=time.perf_counter() - started,
             onnxruntime_version=_ort_version(),
             made_by=WRITTEN,
+            machine=this_machine(),
         )
         _publish(export, partial)
     return export
@@ -633,7 +636,7 @@ def _as_model_error(doing: str) -> Iterator[None]:
 
 
 def _cpu_has_vnni() -> bool:
-    vnni = cpu_has_any("avx512_vnni", "avx_vnni", "amx_int8")
+    vnni = cpu_has_any(*INT8_DOT_FLAGS)
     # Not Linux (None): ARM and Apple CPUs have their own int8 dot products.
     return True if vnni is None else vnni
 

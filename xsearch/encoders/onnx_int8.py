@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from ..errors import ModelError
 from .base import Encoder, Vectors, l2_normalise
-from .cpu import cpu_model
+from .cpu import cpu_int8_flags, cpu_model
 from .preprocess import ImagePreprocess
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "mark_text_not_exported",
     "onnxruntime_available",
     "text_not_exported",
+    "this_machine",
     "used_tokens",
 ]
 
@@ -93,19 +94,30 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def export_directory(cache_root: Path, profile: str, checkpoint: Path | None) -> Path:
-    """Where the int8 export of ``profile`` (with this ``checkpoint``, if any) is cached."""
-    ident = json.dumps(
-        [EXPORT_FORMAT, profile, str(checkpoint.resolve()) if checkpoint else None, _machine()]
-    )
+def export_directory(
+    cache_root: Path, profile: str, checkpoint: Path | None, machine: str | None = None
+) -> Path:
+    """Where the int8 export of ``profile`` (with this ``checkpoint``, if any) is cached for
+    this CPU (or for ``machine``, a :func:`this_machine` of another one)."""
+    where = str(checkpoint.resolve()) if checkpoint else None
+    ident = json.dumps([EXPORT_FORMAT, profile, where, machine or this_machine()])
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in profile)
-    return cache_root / "onnx" / f"{safe}-{digest}"
+    return cache_root / "onnx" / f"{safe_profile_name(profile)}-{digest}"
 
 
-def _machine() -> str:
-    # Quantised kernels and the agreement measured with them belong to one kind of CPU.
-    return f"{platform.machine()}-{cpu_model()}"
+def safe_profile_name(profile: str) -> str:
+    """``profile`` as the start of an export folder's name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in profile)
+
+
+def this_machine() -> str:
+    """The kind of CPU an export belongs to: its architecture, its model name and the flags
+    that choose ONNX Runtime's int8 kernels. The export's weights depend on those flags
+    (``reduce_range`` without VNNI), and so does the agreement measured with its kernels;
+    a model name alone ("AMD EPYC Processor" in a virtual machine) can stand for CPUs with
+    and without VNNI."""
+    flags = " ".join(cpu_int8_flags()) or "no int8 dot products"
+    return f"{platform.machine()} {cpu_model()} ({flags})"
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,18 @@ class Agreement:
     def holds(self) -> bool:
         return self.cosine_min >= MIN_COSINE and self.cosine_mean >= MEAN_COSINE
 
+    def shortfall(self) -> str:
+        """What misses the gate ("cosine to fp32 0.99712 (min) < 0.998"); "" where it holds."""
+        misses = [
+            f"{value:.5f} ({name}) < {gate}"
+            for name, value, gate in (
+                ("min", self.cosine_min, MIN_COSINE),
+                ("mean", self.cosine_mean, MEAN_COSINE),
+            )
+            if not value >= gate  # NaN misses too
+        ]
+        return "cosine to fp32 " + " and ".join(misses) if misses else ""
+
     def describe(self, what: str = "pictures") -> str:
         return (
             f"cosine to fp32 {self.cosine_min:.5f} (min) / {self.cosine_mean:.5f} (mean) over "
@@ -167,6 +191,8 @@ class TowerExport:
     export_seconds: float
     onnxruntime_version: str
     made_by: str = TRACED
+    # The CPU it was made and measured on (``this_machine()``); "" in older records.
+    machine: str = ""
 
     @property
     def model_path(self) -> Path:
@@ -192,6 +218,7 @@ class TowerExport:
             "export_seconds": self.export_seconds,
             "onnxruntime_version": self.onnxruntime_version,
             "made_by": self.made_by,
+            "machine": self.machine,
         }
         _write_atomically(self.directory / RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -216,6 +243,7 @@ class TowerExport:
                 export_seconds=float(doc["export_seconds"]),
                 onnxruntime_version=str(doc["onnxruntime_version"]),
                 made_by=str(doc.get("made_by", TRACED)),
+                machine=str(doc.get("machine", "")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -464,7 +492,8 @@ class Int8Encoder:
             self._images_by_torch = True
             self.notices.append(
                 f"The int8 image tower of {self._profile_name} does not agree closely enough "
-                f"with fp32 ({export.agreement.describe()}); images are encoded by torch. "
+                f"with fp32 on this CPU ({export.agreement.shortfall()}; "
+                f"{export.agreement.describe()}); images are encoded by torch. "
                 "Pass --precision int8 to use it anyway."
             )
 
