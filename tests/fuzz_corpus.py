@@ -13,7 +13,6 @@ Nothing here touches the network, and the whole corpus takes well under a second
 
 from __future__ import annotations
 
-import io
 import random
 import struct
 import zlib
@@ -29,12 +28,20 @@ from PIL import Image, ImageDraw, PngImagePlugin, TiffImagePlugin
 from .hostile import png_chunk
 from .videos import write_video
 
-__all__ = ["SEEDS", "Mutant", "SeedUnavailable", "make_mutants", "make_seeds", "video_codec"]
+__all__ = [
+    "SEEDS",
+    "Mutant",
+    "SeedUnavailableError",
+    "make_mutants",
+    "make_seeds",
+    "video_codec",
+    "video_codecs",
+]
 
 Rng = np.random.Generator
 
 
-class SeedUnavailable(RuntimeError):
+class SeedUnavailableError(RuntimeError):
     """A seed format cannot be written with the installed libraries: say so, never skip it."""
 
 
@@ -68,7 +75,7 @@ def _save(im: Image.Image, path: Path, fmt: str, **params: object) -> None:
     try:
         im.save(path, fmt, **params)
     except Exception as exc:  # a missing codec must be loud: the corpus would silently shrink
-        raise SeedUnavailable(f"cannot write {path.name} as {fmt}: {exc}") from exc
+        raise SeedUnavailableError(f"cannot write {path.name} as {fmt}: {exc}") from exc
 
 
 def _jpeg_exif6(path: Path, rng: Rng) -> None:
@@ -96,7 +103,9 @@ def _png_grey16(path: Path, rng: Rng) -> None:
 
 
 def _gif_anim(path: Path, rng: Rng) -> None:
-    frames = [_picture(rng, (80, 60)).convert("P", palette=Image.Palette.ADAPTIVE) for _ in range(3)]
+    frames = [
+        _picture(rng, (80, 60)).convert("P", palette=Image.Palette.ADAPTIVE) for _ in range(3)
+    ]
     _save(frames[0], path, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
@@ -126,7 +135,7 @@ def _tiff_multipage(path: Path, rng: Rng) -> None:
                 im.save(tf, "TIFF", compression=compression)
                 tf.newFrame()
     except Exception as exc:
-        raise SeedUnavailable(f"cannot write a multi-page TIFF: {exc}") from exc
+        raise SeedUnavailableError(f"cannot write a multi-page TIFF: {exc}") from exc
 
 
 def _heic(path: Path, rng: Rng) -> None:
@@ -162,6 +171,8 @@ def _still(fmt: str, convert: str | None = None, **params: object) -> Callable[[
 
 _CLIP_FRAMES = 12
 _CLIP_RATE = 8
+# Without it Matroska writes a random segment UID and the time of writing.
+_BITEXACT = {"fflags": "+bitexact"}
 
 
 def video_codec(candidates: tuple[str, ...]) -> str:
@@ -172,12 +183,15 @@ def video_codec(candidates: tuple[str, ...]) -> str:
         except Exception:
             continue
         return name
-    raise SeedUnavailable(f"PyAV has none of the encoders {', '.join(candidates)}")
+    raise SeedUnavailableError(f"PyAV has none of the encoders {', '.join(candidates)}")
 
 
 def _clip(*candidates: str) -> Callable[[Path, Rng], None]:
     def write(path: Path, _rng: Rng) -> None:
         codec = video_codec(candidates)
+        if codec == "mjpeg":
+            _write_mjpeg(path)
+            return
         write_video(
             path,
             _frame_at,
@@ -186,16 +200,15 @@ def _clip(*candidates: str) -> Callable[[Path, Rng], None]:
             rate=_CLIP_RATE,
             size=(64, 64),
             codec=codec,
+            container_options=_BITEXACT,
         )
 
-    write.candidates = candidates  # type: ignore[attr-defined]
     return write
 
 
-def _mjpeg_avi(path: Path, _rng: Rng) -> None:
+def _write_mjpeg(path: Path) -> None:
     # write_video fixes yuv420p, which FFmpeg's MJPEG encoder refuses as non-full-range.
-    video_codec(("mjpeg",))
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=_BITEXACT) as out:
         stream = out.add_stream("mjpeg", rate=_CLIP_RATE)
         stream.width, stream.height, stream.pix_fmt = 64, 64, "yuvj420p"
         for i in range(_CLIP_FRAMES):
@@ -205,15 +218,18 @@ def _mjpeg_avi(path: Path, _rng: Rng) -> None:
         out.mux(stream.encode())
 
 
-_mjpeg_avi.candidates = ("mjpeg",)  # type: ignore[attr-defined]
-
-
 @dataclass(frozen=True)
 class _Seed:
     write: Callable[[Path, Rng], None]
     kind: str
     # The container layout the mutators parse: jpeg, png, gif, bmp, tiff, webp, isobmff, ...
     layout: str
+    # Video encoders to try, in order of preference.
+    codecs: tuple[str, ...] = ()
+
+
+def _video(layout: str, *codecs: str) -> _Seed:
+    return _Seed(_clip(*codecs), "video", layout, codecs)
 
 
 SEEDS: dict[str, _Seed] = {
@@ -228,32 +244,39 @@ SEEDS: dict[str, _Seed] = {
     "webp_lossy.webp": _Seed(_still("WEBP", quality=70), "image", "webp"),
     "webp_lossless.webp": _Seed(_still("WEBP", lossless=True), "image", "webp"),
     "tiff_lzw.tif": _Seed(_still("TIFF", compression="tiff_lzw"), "image", "tiff"),
-    "tiff_g4.tif": _Seed(lambda p, r: _save(_bilevel(r), p, "TIFF", compression="group4"), "image", "tiff"),
+    "tiff_g4.tif": _Seed(
+        lambda p, r: _save(_bilevel(r), p, "TIFF", compression="group4"), "image", "tiff"
+    ),
     "tiff_multipage.tif": _Seed(_tiff_multipage, "image", "tiff"),
     "bmp.bmp": _Seed(_still("BMP"), "image", "bmp"),
     "heic.heic": _Seed(_heic, "image", "isobmff"),
     "avif.avif": _Seed(_avif, "image", "isobmff"),
     "mpo_stereo.mpo": _Seed(_mpo, "image", "jpeg"),
-    "clip_h264.mp4": _Seed(_clip("libx264", "mpeg4"), "video", "isobmff"),
-    "clip_h264.mkv": _Seed(_clip("libx264", "mpeg4"), "video", "ebml"),
-    "clip_mpeg4.avi": _Seed(_clip("mpeg4"), "video", "riff"),
-    "clip_mjpeg.avi": _Seed(_mjpeg_avi, "video", "riff"),
-    "clip_h264.mov": _Seed(_clip("libx264", "mpeg4"), "video", "isobmff"),
-    "clip_vp9.webm": _Seed(_clip("libvpx-vp9", "libvpx"), "video", "ebml"),
-    "clip_wmv2.wmv": _Seed(_clip("wmv2", "wmv1", "msmpeg4"), "video", "asf"),
-    "clip_msmpeg4.asf": _Seed(_clip("msmpeg4", "msmpeg4v2", "wmv2"), "video", "asf"),
+    "clip_h264.mp4": _video("isobmff", "libx264", "mpeg4"),
+    "clip_h264.mkv": _video("ebml", "libx264", "mpeg4"),
+    "clip_mpeg4.avi": _video("riff", "mpeg4"),
+    "clip_mjpeg.avi": _video("riff", "mjpeg"),
+    "clip_h264.mov": _video("isobmff", "libx264", "mpeg4"),
+    "clip_vp9.webm": _video("ebml", "libvpx-vp9", "libvpx"),
+    "clip_wmv2.wmv": _video("asf", "wmv2", "wmv1", "msmpeg4"),
+    "clip_msmpeg4.asf": _video("asf", "msmpeg4", "msmpeg4v2", "wmv2"),
 }
 
 
 def make_seeds(root: Path) -> dict[str, str]:
     """Write every seed into ``root``; returns file name → "image" or "video".
 
-    Raises :class:`SeedUnavailable` when a format cannot be written here.
+    Raises :class:`SeedUnavailableError` when a format cannot be written here.
     """
     root.mkdir(parents=True, exist_ok=True)
     for i, (name, spec) in enumerate(SEEDS.items()):
         spec.write(root / name, np.random.default_rng(i))
     return {name: spec.kind for name, spec in SEEDS.items()}
+
+
+def video_codecs() -> dict[str, str]:
+    """Video seed name → the encoder its clip is written with here (fallbacks included)."""
+    return {name: video_codec(spec.codecs) for name, spec in SEEDS.items() if spec.codecs}
 
 
 # -- layouts: where each format keeps its header -----------------------------------------------
@@ -354,11 +377,11 @@ def _layout(data: bytes, kind: str) -> _Layout:
         boxes = [(k, o, e) for k, o, e in _iso_boxes(data) if k in (b"ftyp", b"meta", b"moov")]
         return _Layout(max(e for _, _, e in boxes), tuple((o, e) for _, o, e in boxes))
     if kind == "ebml":
-        (_, _, _, head_end), (_, _, seg, seg_end) = list(_ebml_elements(data, 0, n))[:2]
+        _, (_, _, seg, seg_end) = list(_ebml_elements(data, 0, n))[:2]
         parts = list(_ebml_elements(data, seg, seg_end))
         tracks = next(e for i, _, _, e in parts if i == 0x1654AE6B)
         cluster = next(o for i, o, _, _ in parts if i == 0x1F43B675)
-        return _Layout(tracks, ((0, head_end), (seg, cluster)))
+        return _Layout(tracks, ((0, cluster),))
     if kind == "riff":
         hdrl = 12 + 8 + struct.unpack("<I", data[16:20])[0]
         return _Layout(hdrl, ((0, hdrl),))
@@ -371,47 +394,61 @@ def _layout(data: bytes, kind: str) -> _Layout:
 # -- dimension lies ----------------------------------------------------------------------------
 
 
-def _lie_jpeg(data: bytearray, w: int, h: int) -> None:
+# Each patches the stored width and height in place, clamped to what the field can hold, and
+# returns what it wrote.
+def _lie_jpeg(data: bytearray, w: int, h: int) -> tuple[int, int]:
     sof = next(off for m, off, _ in _jpeg_segments(bytes(data)) if m in _SOF)
-    data[sof + 5 : sof + 9] = struct.pack(">HH", min(h, 65535), min(w, 65535))
+    w, h = min(w, 65535), min(h, 65535)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", h, w)
+    return w, h
 
 
-def _lie_png(data: bytearray, w: int, h: int) -> None:
+def _lie_png(data: bytearray, w: int, h: int) -> tuple[int, int]:
     data[16:24] = struct.pack(">II", w, h)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return w, h
 
 
-def _lie_gif(data: bytearray, w: int, h: int) -> None:
-    data[6:10] = struct.pack("<HH", min(w, 65535), min(h, 65535))
+def _lie_gif(data: bytearray, w: int, h: int) -> tuple[int, int]:
+    w, h = min(w, 65535), min(h, 65535)
+    data[6:10] = struct.pack("<HH", w, h)
+    return w, h
 
 
-def _lie_bmp(data: bytearray, w: int, h: int) -> None:
+def _lie_bmp(data: bytearray, w: int, h: int) -> tuple[int, int]:
     data[18:26] = struct.pack("<ii", w, h)
+    return w, h
 
 
-def _lie_tiff(data: bytearray, w: int, h: int) -> None:
+def _lie_tiff(data: bytearray, w: int, h: int) -> tuple[int, int]:
     order, ifd, count = _tiff_ifd0(bytes(data))
+    wrote = [w, h]
     for k in range(count):
         at = ifd + 2 + 12 * k
         tag, typ = struct.unpack(order + "HH", data[at : at + 4])
         if tag in (256, 257):
-            value = w if tag == 256 else h
-            fmt = order + ("H2x" if typ == 3 else "I")
-            data[at + 8 : at + 12] = struct.pack(fmt, min(value, 65535) if typ == 3 else value)
+            value = (w if tag == 256 else h) if typ != 3 else min(w if tag == 256 else h, 65535)
+            data[at + 8 : at + 12] = struct.pack(order + ("H2x" if typ == 3 else "I"), value)
+            wrote[tag - 256] = value
+    return wrote[0], wrote[1]
 
 
-def _lie_webp(data: bytearray, w: int, h: int) -> None:
+def _lie_webp(data: bytearray, w: int, h: int) -> tuple[int, int]:
     chunk = bytes(data[12:16])
     if chunk == b"VP8 ":  # keyframe header: 14-bit sizes after the 9d 01 2a start code
-        data[26:30] = struct.pack("<HH", min(w, 16383), min(h, 16383))
-    elif chunk == b"VP8L":  # 14 bits each of width-1 and height-1
+        w, h = min(w, 16383), min(h, 16383)
+        data[26:30] = struct.pack("<HH", w, h)
+    elif chunk == b"VP8L":  # 14 bits each of width-1 and height-1: no zero
+        w, h = min(max(w, 1), 16384), min(max(h, 1), 16384)
         bits = struct.unpack("<I", data[21:25])[0] & ~0x0FFFFFFF
-        data[21:25] = struct.pack("<I", bits | max(min(w, 16384) - 1, 0) | max(min(h, 16384) - 1, 0) << 14)
-    elif chunk == b"VP8X":
-        data[24:30] = (max(w - 1, 0)).to_bytes(3, "little") + (max(h - 1, 0)).to_bytes(3, "little")
+        data[21:25] = struct.pack("<I", bits | (w - 1) | (h - 1) << 14)
+    else:  # VP8X: 24 bits each of width-1 and height-1
+        w, h = min(max(w, 1), 1 << 24), min(max(h, 1), 1 << 24)
+        data[24:30] = (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    return w, h
 
 
-_LIARS: dict[str, Callable[[bytearray, int, int], None]] = {
+_LIARS: dict[str, Callable[[bytearray, int, int], tuple[int, int]]] = {
     "jpeg": _lie_jpeg,
     "png": _lie_png,
     "gif": _lie_gif,
@@ -451,7 +488,8 @@ def _in_spans(spans: tuple[tuple[int, int], ...], rng: Rng, n: int) -> np.ndarra
 
 def _truncate_header(data: bytes, lay: _Layout, rng: Rng) -> tuple[bytes, str, bool]:
     cut = int(rng.integers(1, min(lay.dims_end, len(data))))
-    return data[:cut], f"truncated to {cut} of {len(data)} bytes, inside the header", True
+    what = f"truncated to {cut} of {len(data)} bytes, before the size is declared ({lay.dims_end})"
+    return data[:cut], what, True
 
 
 def _truncate(data: bytes, lay: _Layout, rng: Rng) -> tuple[bytes, str, bool]:
@@ -488,7 +526,8 @@ def _body(lay: _Layout, n: int) -> tuple[tuple[int, int], ...]:
 
 def _junk(overwrite: bool) -> Mutation:
     def mutate(data: bytes, lay: _Layout, rng: Rng) -> tuple[bytes, str, bool]:
-        at = int(rng.integers(min(lay.dims_end, len(data) - 1), len(data)))
+        body = _body(lay, len(data)) or ((8, len(data)),)
+        at = int(_in_spans(body, rng, 1)[0])
         block = rng.integers(0, 256, int(rng.integers(16, 513)), dtype=np.uint8).tobytes()
         tail = data[at + len(block) :] if overwrite else data[at:]
         verb = "overwrote" if overwrite else "inserted"
@@ -505,8 +544,8 @@ def _dims(lie: str) -> Callable[[str], Mutation | None]:
 
         def mutate(data: bytes, _lay: _Layout, _rng: Rng) -> tuple[bytes, str, bool]:
             out = bytearray(data)
-            liar(out, *_LIES[lie])
-            return bytes(out), f"header claims {lie} dimensions {_LIES[lie]}", False
+            w, h = liar(out, *_LIES[lie])
+            return bytes(out), f"header claims {lie} dimensions {w}×{h}", False
 
         return mutate
 
@@ -523,14 +562,16 @@ _GENERIC: dict[str, Mutation] = {
 
 
 def _mutations_for(kind: str, per_seed: int, rng: random.Random) -> list[tuple[str, Mutation]]:
-    """A header cut, a dimension lie where the format has one, then generic damage."""
-    chosen: list[tuple[str, Mutation]] = [("trunchdr", _truncate_header)]
+    """A header cut, a dimension lie where the format has one, then other damage: no lie
+    twice (it would give the same file), generic damage again only once all have been used."""
     lies = [(f"dims{lie}", m) for lie in _LIES if (m := _dims(lie)(kind))]
-    if lies:
-        chosen.append(rng.choice(lies))
-    pool = list(_GENERIC.items()) + lies
+    rng.shuffle(lies)
+    chosen: list[tuple[str, Mutation]] = [("trunchdr", _truncate_header), *lies[:1]]
+    pool = list(_GENERIC.items()) + lies[1:]
     while len(chosen) < per_seed:
-        chosen.append(rng.choice(pool))
+        rng.shuffle(pool)
+        chosen += pool
+        pool = list(_GENERIC.items())
     return chosen[:per_seed]
 
 
@@ -555,7 +596,9 @@ def make_mutants(seeds_dir: Path, out: Path, *, per_seed: int = 4, seed: int = 0
             mutants.append(Mutant(file, name, what, certain, spec.kind))
     for file, body, source, what, certain in _hostile(seeds_dir, seed):
         (out / file).write_bytes(body)
-        mutants.append(Mutant(file, source, what, certain, "video" if file.endswith(".mp4") else "image"))
+        mutants.append(
+            Mutant(file, source, what, certain, "video" if file.endswith(".mp4") else "image")
+        )
     return mutants
 
 
@@ -600,7 +643,9 @@ def _dds(width: int, height: int, fourcc: bytes | None, data_len: int) -> bytes:
     if fourcc:
         pixel_format = struct.pack("<II4s5I", 32, 0x4, fourcc, 0, 0, 0, 0, 0)
     else:
-        pixel_format = struct.pack("<II4s5I", 32, 0x41, b"\0\0\0\0", 32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000)
+        pixel_format = struct.pack(
+            "<II4s5I", 32, 0x41, b"\0\0\0\0", 32, 0xFF0000, 0xFF00, 0xFF, 0xFF000000
+        )
     header = struct.pack("<7I", 124, flags, height, width, 0, 0, 0) + bytes(44)
     header += pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0)
     return b"DDS " + header + bytes(data_len)
