@@ -160,3 +160,14 @@ def test_cli_reports_a_crash_and_exits_4_without_a_traceback(tmp_path: Path) -> 
     assert lines["odd.jpg"]["reason"] == "undecodable"
     assert "OddDecoderError" in lines["odd.jpg"]["detail"]
     assert lines["a.jpg"]["outcome"] == lines["z.jpg"]["outcome"] == "indexed"
+
+
+def test_a_damaged_brand_leaves_the_kind_to_the_extension(tmp_path: Path) -> None:
+    from xsearch.media.sniff import sniff
+
+    head = b"\x00\x00\x00\x18ftyp"
+    cases = {"a.heic": b"heXc", "b.mp4": b"heXc", "c.heic": b"isom", "d.mov": b"qt  "}
+    for name, brand in cases.items():
+        (tmp_path / name).write_bytes(head + brand + bytes(40))
+    kinds = {name: sniff(os.fsencode(tmp_path / name)) for name in cases}
+    assert kinds == {"a.heic": None, "b.mp4": "video", "c.heic": "video", "d.mov": "video"}
