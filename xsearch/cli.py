@@ -10,18 +10,32 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from . import cli_tools
+from .cli_common import (
+    EXIT_PARTIAL,
+    CheckpointOpt,
+    DeviceOpt,
+    IndexKindOpt,
+    IndexMemoryOpt,
+    ModelOpt,
+    StoreOpt,
+    err,
+    make_engine,
+    make_settings,
+    out,
+    prepare_model,
+    print_notices,
+)
 from .config import IndexOptions, Settings
 from .errors import XSearchError
 
@@ -52,74 +66,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-EXIT_PARTIAL = 4
-
-StoreOpt = Annotated[
-    Path | None,
-    typer.Option("--store", "-s", help="Store folder [env: XSEARCH_HOME; default: ./index_data]."),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Model profile for a new store (`xsearch models` lists them)."
-    ),
-]
-CheckpointOpt = Annotated[
-    Path | None, typer.Option("--checkpoint", help="Load the model's weights from this local file.")
-]
-DeviceOpt = Annotated[
-    str | None,
-    typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps [env: XSEARCH_DEVICE]."),
-]
-
-
-IndexKindOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--index-kind",
-        help="Vector index: auto (by size and memory budget), flat, ivf-flat, ivf-sq8, hnsw, "
-        "ivfpq, exact-torch, numpy [env: XSEARCH_INDEX_KIND].",
-    ),
-]
-IndexMemoryOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--index-memory",
-        help="MiB the automatically chosen index may use (1024) [env: XSEARCH_INDEX_MEMORY_MB].",
-        metavar="MIB",
-    ),
-]
-
-
-def _settings(store: Path | None, model: str | None = None, **extra: Any) -> Settings:
-    return Settings.from_env(store=store, model=model, **extra)
-
-
-def _engine(settings: Settings) -> Any:
-    from .engine import Engine
-
-    return Engine(settings)
-
-
-def _prepare_model(settings: Settings, name: str) -> None:
-    """The model's one-time preparation, outside any store (a store's own model would
-    otherwise be the one prepared)."""
-    with (
-        tempfile.TemporaryDirectory() as nowhere,
-        _engine(settings.with_(store=Path(nowhere) / "store")) as engine,
-    ):
-        with err.status("preparing the model for this machine (once per model)"):
-            used = engine.prepare_model()
-        _print_notices(engine)
-    out.print(f"{name}: prepared; images are encoded by {used} on this machine.")
-
-
-def _print_notices(engine: Any) -> None:
-    for notice in engine.notices:
-        err.print(f"[yellow]note:[/] {notice}")
 
 
 @app.command()
@@ -175,7 +121,7 @@ def index(
         file_timeout=file_timeout,
         video_interval=video_interval,
     )
-    settings = _settings(
+    settings = make_settings(
         store,
         model,
         checkpoint=checkpoint,
@@ -207,13 +153,13 @@ def _run_index(settings: Settings, paths: list[Path], options: IndexOptions, rep
         if report_fh is not None:
             report_fh.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
 
-    with _engine(settings) as engine, _ProgressView(enabled=sys.stdout.isatty()) as view:
+    with make_engine(settings) as engine, _ProgressView(enabled=sys.stdout.isatty()) as view:
 
         def on_progress(p: Progress) -> None:
             view.update(p)
 
         result = engine.index(paths, options, on_outcome=on_outcome, on_progress=on_progress)
-        _print_notices(engine)
+        print_notices(engine)
     _print_summary(result)
     return result
 
@@ -389,7 +335,7 @@ def query(
     filters = make_filters(
         media_type=media_type, under=under or [], after=after, before=before, min_score=min_score
     )
-    settings = _settings(store, device=device)
+    settings = make_settings(store, device=device)
     options: dict[str, Any] = {
         "limit": limit,
         "frames": frames,
@@ -411,7 +357,7 @@ def query(
     if answer is not None:
         hits, notices = answer.hits, answer.notices
     else:
-        with _engine(settings) as engine:
+        with make_engine(settings) as engine:
             hits = engine.search(search_query, filters=filters, **options)
             notices = engine.notices
     for notice in notices:
@@ -474,11 +420,11 @@ def rebuild_index(
     index_memory: IndexMemoryOpt = None,
 ) -> None:
     """Build the vector index anew now: kind chosen again (or --index-kind), recall re-tuned."""
-    settings = _settings(store, index_kind=index_kind, index_memory_mb=index_memory)
+    settings = make_settings(store, index_kind=index_kind, index_memory_mb=index_memory)
     started = time.perf_counter()
-    with _engine(settings) as engine:
+    with make_engine(settings) as engine:
         info = engine.rebuild_index()
-        _print_notices(engine)
+        print_notices(engine)
     recall = info.index_recall_at_10
     measured = f", recall@10 {recall:.3f}" if recall is not None else " (exact)"
     params = f", {info.index_params}" if info.index_params else ""
@@ -497,12 +443,12 @@ def info(
     ] = False,
 ) -> None:
     """Where the store is, which model built it, what it holds."""
-    settings = _settings(store)
-    with _engine(settings) as engine:
+    settings = make_settings(store)
+    with make_engine(settings) as engine:
         if check:
             _doctor(engine)
         data = engine.info().to_json()
-        _print_notices(engine)
+        print_notices(engine)
     if as_json:
         out.print_json(json.dumps(data, ensure_ascii=False))
         return
@@ -515,7 +461,7 @@ def info(
 @app.command()
 def doctor(store: StoreOpt = None) -> None:
     """Check that the vector index agrees with the store, and repair it if not."""
-    with _engine(_settings(store)) as engine:
+    with make_engine(make_settings(store)) as engine:
         _doctor(engine)
 
 
@@ -547,7 +493,7 @@ def models(
     from .encoders.model_files import missing_hub_files
     from .encoders.profiles import DEFAULT_PROFILE, get_profile, list_profiles
 
-    settings = _settings(None)
+    settings = make_settings(None)
     if download:
         from .encoders.model_files import HubOptions, resolve_files
 
@@ -556,7 +502,7 @@ def models(
         resolve_files(profile, None, hub)
         out.print(f"{download}: downloaded; it now loads offline.")
         if prepare:
-            _prepare_model(settings.with_(model=profile.name), download)
+            prepare_model(settings.with_(model=profile.name), download)
         return
     rows: list[dict[str, Any]] = []
     for p in list_profiles():
@@ -616,6 +562,5 @@ def main(argv: list[str] | None = None) -> None:
     app(args=argv, prog_name="xsearch")
 
 
-from . import cli_tools  # noqa: E402  (registers eval, demo and serve on `app`)
-
+# eval, demo and serve live in cli_tools; they join the same app.
 cli_tools.register(app)

@@ -1,7 +1,7 @@
 """The ``eval``, ``demo`` and ``serve`` commands (kept apart from the core commands in cli.py)."""
 
-# No `from __future__ import annotations`: typer reads these annotations at run time,
-# and they name options imported inside register().
+# No `from __future__ import annotations`: typer reads these annotations at run time, and
+# the options they name are defined in the functions' scope inside register().
 
 import json
 import tempfile
@@ -12,6 +12,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_common import DeviceOpt, ModelOpt, StoreOpt, err, make_settings, out
+
 __all__ = ["register"]
 
 
@@ -19,7 +21,6 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import DeviceOpt, ModelOpt, StoreOpt, _settings, err, out
 
     @app.command("eval")
     def eval_(
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
 
         pairs = load_pairs(dataset, images=images, split=split)
         with tempfile.TemporaryDirectory(prefix="xsearch-eval-") as tmp:
-            settings = _settings(store or Path(tmp) / "store", model)
+            settings = make_settings(store or Path(tmp) / "store", model)
             with Engine(settings) as engine:
                 result = run_eval(engine, pairs)
                 profile = engine.profile_name()
@@ -143,7 +144,7 @@ def register(app: typer.Typer) -> None:
             ) from exc
         if idle_exit is not None and idle_exit <= 0:
             raise ConfigError(f"--idle-exit must be a positive number of minutes, not {idle_exit}.")
-        settings = _settings(store, device=device)
+        settings = make_settings(store, device=device)
         with Engine(settings) as engine:
             if not engine.exists():
                 raise StoreNotFoundError(settings.store)
