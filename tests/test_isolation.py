@@ -106,7 +106,9 @@ def test_a_decoder_stuck_in_native_code_is_stopped(
     _fault(monkeypatch, "stuck.jpg", stuck_in_c)
     monkeypatch.setattr(workers, "GRACE_S", 0.5)
     started = time.monotonic()
-    seen, _ = _index(tmp_path, folder, workers=1, file_timeout=0.5)
+    # The limit applies to the good files too: 2 s leaves a loaded machine's fresh worker
+    # room for them, where 0.5 s once timed out a.jpg.
+    seen, _ = _index(tmp_path, folder, workers=1, file_timeout=2)
     assert time.monotonic() - started < 30
     stuck = seen["stuck.jpg"]
     assert (stuck.outcome, stuck.reason) == ("failed", "timed-out")
@@ -171,3 +173,41 @@ def test_a_damaged_brand_leaves_the_kind_to_the_extension(tmp_path: Path) -> Non
         (tmp_path / name).write_bytes(head + brand + bytes(40))
     kinds = {name: sniff(os.fsencode(tmp_path / name)) for name in cases}
     assert kinds == {"a.heic": None, "b.mp4": "video", "c.heic": "video", "d.mov": "video"}
+
+
+_ORPHAN_SCRIPT = """
+import os, signal, sys, time
+from xsearch import pipeline, workers
+from xsearch.pipeline import DecodeOptions, WorkItem
+
+def stuck(item, preprocess, opts, on_limit=None):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+
+pipeline.decode_item = stuck
+item = WorkItem(0, b"/nowhere.jpg", 1, 0, "image")
+opts = DecodeOptions(max_pixels=10**6, timeout=0, video_interval=1.0)
+with workers.DecodeWorkers(lambda image: image, opts, 2) as pool:
+    next(pool.decode([item]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stuck_worker_dies_with_a_killed_parent(tmp_path: Path) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    worker_pid = int(parent.stdout.readline())
+    os.kill(worker_pid, 0)  # alive, stuck in its decode
+    parent.kill()
+    parent.wait()
+    for _ in range(200):
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(worker_pid, signal.SIGKILL)
+    pytest.fail("the decode worker outlived its SIGKILLed parent")

@@ -363,7 +363,7 @@ def _hash_or_none(path: bytes, size: int) -> str | None:
     """The content hash, or None when the file cannot be read now (decoding reports why)."""
     try:
         return content_hash(path, size)
-    except Exception:
+    except OSError:
         return None
 
 

@@ -24,8 +24,10 @@ its own retries and maps :func:`xsearch.pipeline.decode_item` directly.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import faulthandler
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -38,6 +40,8 @@ from typing import Any
 
 from . import pipeline
 from .pipeline import Decoded, DecodeOptions, Preprocess, WorkItem
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 __all__ = ["DecodeWorkers", "iter_decoded"]
 
@@ -94,8 +98,8 @@ class DecodeWorkers:
         self._count = count
         # fork: the workers inherit the preprocess transform (and any test's decoder hook)
         # without pickling it. Elsewhere spawn, which needs a picklable transform.
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        self._context: Any = multiprocessing.get_context(method)
+        self._forks = sys.platform.startswith("linux")
+        self._context: Any = multiprocessing.get_context("fork" if self._forks else "spawn")
         self._workers: list[_Worker] = []
         self.replaced = 0  # workers that died or were stopped and were replaced
 
@@ -206,9 +210,12 @@ class DecodeWorkers:
 
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe(duplex=True)
+        # A forked child holds copies of the parent's ends of every pipe (its own and the
+        # other workers'): it closes them, so that the parent's death is an EOF it sees.
+        parent_ends = [parent, *(w.conn for w in self._workers)] if self._forks else []
         process = self._context.Process(
             target=_serve,
-            args=(child, self._preprocess, self._opts),
+            args=(child, self._preprocess, self._opts, os.getpid(), parent_ends),
             name="xsearch-decode",
             daemon=True,
         )
@@ -251,8 +258,17 @@ def _describe_exit(code: int | None) -> str:
 # -- the worker's side ---------------------------------------------------------------------
 
 
-def _serve(conn: Connection, preprocess: Preprocess, opts: DecodeOptions) -> None:
+def _serve(
+    conn: Connection,
+    preprocess: Preprocess,
+    opts: DecodeOptions,
+    parent_pid: int,
+    parent_ends: list[Connection],
+) -> None:
     """A worker's life: decode the files it is sent, one at a time, until told to stop."""
+    for end in parent_ends:
+        end.close()
+    _die_with_the_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The parent reports a crash as the file's failure; a dump of this process's stack on
@@ -278,6 +294,22 @@ def _serve(conn: Connection, preprocess: Preprocess, opts: DecodeOptions) -> Non
             return
         except Exception as exc:  # an unpicklable result fails this file alone
             conn.send(_failed(item, "undecodable", pipeline.failure_of(exc, opts)[1]))
+
+
+def _die_with_the_parent(parent_pid: int) -> None:
+    """A worker stuck in native code never reads the EOF of a parent that was SIGKILLed:
+    on Linux the kernel kills it too (PR_SET_PDEATHSIG), so no decoder outlives a run.
+
+    The signal follows the thread that forked the worker, which is the thread iterating
+    the decode, and that thread closes the workers before it ends.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request was made
+        os._exit(0)
 
 
 def _volunteer_for_the_oom_killer() -> None:
