@@ -372,3 +372,18 @@ def test_commands_that_need_no_model_do_not_import_torch(tmp_path: Path, photos:
         # Only the indexing run writes (SQLAlchemy); `info` reads through sqlite3.
         expected = "False False " + ("True" if argv[0] == "index" else "False")
         assert done.stdout.splitlines()[-1] == expected, (argv, done.stdout, done.stderr)
+
+
+def test_query_with_another_model_is_refused_naming_the_stores(
+    runner: CliRunner, photos: Path
+) -> None:
+    assert _index(runner, str(photos), "--store", "st", "--model", TINY).exit_code == 0
+    refused = runner.invoke(app, ["query", "cat", "--store", "st", "--model", "tiny-test-other"])
+    assert refused.exit_code == 2
+    assert "was built with model 'tiny-test'" in refused.output
+    assert "Traceback" not in refused.output
+    unknown = runner.invoke(app, ["query", "cat", "--store", "st", "--model", "no-such-model"])
+    assert unknown.exit_code == 2 and "Unknown model profile" in unknown.output
+    same = runner.invoke(app, ["query", "cat", "--store", "st", "--model", TINY, "--json"])
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["results"]

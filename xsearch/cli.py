@@ -269,6 +269,12 @@ def query(
         ),
     ] = None,
     store: StoreOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Refuse a store built by another model than this profile."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.")] = 10,
     media_type: Annotated[
         str | None, typer.Option("--type", help="Only 'image' or 'video'.")
@@ -336,6 +342,8 @@ def query(
         media_type=media_type, under=under or [], after=after, before=before, min_score=min_score
     )
     settings = make_settings(store, device=device)
+    if model is not None:
+        _check_store_model(settings.with_(model=model))
     options: dict[str, Any] = {
         "limit": limit,
         "frames": frames,
@@ -371,6 +379,17 @@ def query(
             sys.stdout.buffer.write(h.path_bytes + b"\n")
         return
     _print_hits(hits)
+
+
+def _check_store_model(settings: Settings) -> None:
+    """Raise ModelMismatchError when the store was built by another model than the one
+    named. Checked here, not by the engine that answers, so that a model that matches
+    leaves the settings (and so a running server's answer) as they are."""
+    from .encoders.profiles import get_profile
+
+    get_profile(settings.model or "")  # an unknown name is refused even on an empty store
+    with make_engine(settings) as engine:
+        engine.store()
 
 
 def _server_request(typed: Query, *, under: list[Path], **fields: Any) -> CliQuery | None:
