@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from xsearch import Engine, Settings
-from xsearch.remote import read_advert
 from xsearch.synth import generate_folder
+
+from .fakehub import hub_env
+from .proc import XSEARCH, start_server
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-# The CLI as a user starts it (the console script runs exactly this).
-XSEARCH = [sys.executable, "-c", "from xsearch.cli import main; main()"]
 MODEL = "toy-bilingual"
 QUERY = "猫"
 
@@ -100,30 +100,6 @@ def _time(
         "runs_s": [round(s, 3) for s in seconds],
     }
     return row, stdout
-
-
-def start_server(
-    store: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], float]:
-    """`xsearch serve` on a free port; returns once it has advertised itself."""
-    started = time.perf_counter()
-    server = subprocess.Popen(
-        [*XSEARCH, "serve", "--store", str(store), "--port", "0"],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while time.perf_counter() - started < 600:
-        advert = read_advert(store)
-        if advert is not None and advert.pid == server.pid:
-            return server, time.perf_counter() - started
-        if server.poll() is not None:
-            assert server.stderr is not None
-            raise RuntimeError(f"xsearch serve exited: {server.stderr.read().decode()[-2000:]}")
-        time.sleep(0.1)
-    server.terminate()
-    raise RuntimeError("xsearch serve did not start within 10 minutes")
 
 
 def run(workdir: Path, *, pictures: int, runs: int) -> dict[str, Any]:
@@ -205,11 +181,9 @@ def main() -> None:
     result = run(args.workdir, pictures=args.pictures, runs=args.runs)
     result["big_stores"] = []
     for big in args.big_store:
-        from .scale import _env
-
         hub = big.parent / "hf"
         rows = big_store_rows(
-            big, _env(hub), args.runs, args.rclip if args.rclip.exists() else None
+            big, hub_env(hub), args.runs, args.rclip if args.rclip.exists() else None
         )
         result["big_stores"].append({"store": str(big), "rows": rows})
     args.out.parent.mkdir(parents=True, exist_ok=True)

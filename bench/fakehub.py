@@ -37,3 +37,17 @@ def fake_weights(cache_dir: Path, profile_name: str = "clip-b32-en", *, seed: in
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(target))
     return target
+
+
+def hub_env(cache: Path) -> dict[str, str]:
+    """The environment that makes the CLI load models from the fake hub ``cache``, offline."""
+    return {
+        "XSEARCH_MODEL_CACHE": str(cache),
+        "XSEARCH_CACHE": str(xsearch_cache(cache)),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def xsearch_cache(cache: Path) -> Path:
+    """xsearch's own cache (int8 exports) for these runs, beside the fake hub cache."""
+    return cache.parent / "xsearch_cache"

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from xsearch.remote import read_advert
+
+_ROOT = Path(__file__).resolve().parent.parent
+# The CLI as a user starts it (the console script runs exactly this).
+XSEARCH = [sys.executable, "-c", "from xsearch.cli import main; main()"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +103,27 @@ def run_child(*args: str) -> tuple[Measured, dict[str, Any]]:
         raise RuntimeError(f"bench.child {args[0]} failed: {m.stderr[-2000:]}")
     doc: dict[str, Any] = json.loads(m.stdout.strip().splitlines()[-1])
     return m, doc
+
+
+def start_server(
+    store: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
+    """`xsearch serve` on a free port; returns once it has advertised itself."""
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [*XSEARCH, "serve", "--store", str(store), "--port", "0"],
+        cwd=_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    while time.perf_counter() - started < 600:
+        advert = read_advert(store)
+        if advert is not None and advert.pid == server.pid:
+            return server, time.perf_counter() - started
+        if server.poll() is not None:
+            assert server.stderr is not None
+            raise RuntimeError(f"xsearch serve exited: {server.stderr.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("xsearch serve did not start within 10 minutes")

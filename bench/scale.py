@@ -19,22 +19,9 @@ import numpy as np
 
 from . import proc
 from .data import clip_like
-from .fakehub import fake_weights
+from .fakehub import fake_weights, hub_env, xsearch_cache
 
 PROFILE = "clip-b32-en"
-
-
-def _env(cache: Path) -> dict[str, str]:
-    return {
-        "XSEARCH_MODEL_CACHE": str(cache),
-        "XSEARCH_CACHE": str(_xsearch_cache(cache)),
-        "HF_HUB_OFFLINE": "1",
-    }
-
-
-def _xsearch_cache(cache: Path) -> Path:
-    """xsearch's own cache (int8 exports) for these runs, beside the fake hub cache."""
-    return cache.parent / "xsearch_cache"
 
 
 def _settings(location: Path, cache: Path, precision: str = "auto") -> Any:
@@ -43,7 +30,7 @@ def _settings(location: Path, cache: Path, precision: str = "auto") -> Any:
     return Settings(
         store=location,
         model_cache_dir=cache,
-        cache_dir=_xsearch_cache(cache),
+        cache_dir=xsearch_cache(cache),
         precision=precision,
         device="cpu",
     )
@@ -153,7 +140,7 @@ def _cli_query_seconds(
     for i in range(runs):
         xsearch = shutil.which("xsearch") or "xsearch"
         argv = [xsearch, "query", f"{label} {i}", "--store", str(location), "--paths", "-n", "10"]
-        m = proc.run([*argv, *flags], env=_env(cache))
+        m = proc.run([*argv, *flags], env=hub_env(cache))
         if m.returncode != 0:
             raise RuntimeError(m.stderr[-2000:])
         seconds.append(m.seconds)
@@ -162,9 +149,7 @@ def _cli_query_seconds(
 
 def _served_cli(location: Path, cache: Path, runs: int = 5) -> dict[str, Any]:
     """The same CLI query while `xsearch serve` runs on the store (it answers instead)."""
-    from .cold_query import start_server
-
-    server, ready_s = start_server(location, _env(cache))
+    server, ready_s = proc.start_server(location, hub_env(cache))
     try:
         seconds = _cli_query_seconds(location, cache, "served query", runs + 1)
     finally:
