@@ -85,7 +85,11 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if trial % 2:
+        if trial % 4 == 1:
+            # A quarter land just after the first rows are committed, whatever the load on
+            # the machine: part of the files are in, the rest is still to come.
+            _wait_for_rows(store / "xsearch.db", proc)
+        elif trial % 2:
             # Half the kills land while the run is writing: after the database appears.
             _wait_for(store / "xsearch.db", proc)
             time.sleep(rng.uniform(0.0, writing))
@@ -125,6 +129,13 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], limit: float = 60.0) ->
     while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     return time.monotonic()
+
+
+def _wait_for_rows(db: Path, proc: subprocess.Popen[bytes], limit: float = 60.0) -> None:
+    """Poll until the run has committed its first files, or ends."""
+    deadline = time.monotonic() + limit
+    while media_rows(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def test_doctor_finds_and_repairs_a_stale_index(tmp_path: Path) -> None:
