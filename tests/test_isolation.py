@@ -137,6 +137,36 @@ def test_workers_yield_in_order_and_are_replaced(tmp_path: Path) -> None:
     assert pool.replaced >= 1
 
 
+def test_a_tensor_crosses_the_pipe_as_plain_bytes(tmp_path: Path) -> None:
+    """torch pickles a tensor as a shared-memory handle that the sending process serves;
+    a worker that dies after sending must not turn its good file into a crash."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch
+
+    path = random_image(tmp_path / "a.jpg", 0)
+    item = WorkItem(0, os.fsencode(path), path.stat().st_size, path.stat().st_mtime_ns, "image")
+    opts = DecodeOptions(max_pixels=10**8, timeout=10, video_interval=1.0)
+    decoded = pipeline.decode_item(item, _as_tensor, opts)
+    sent = bytes(ForkingPickler.dumps(workers._as_plain_arrays(decoded)))
+    assert b"rebuild_storage" not in sent and b"torch" not in sent
+    again = workers._as_tensors_again(pickle.loads(sent))
+    assert isinstance(again.pixels, torch.Tensor)
+    assert torch.equal(again.pixels, decoded.pixels)
+    with workers.DecodeWorkers(_as_tensor, opts, 1) as pool:
+        (through,) = pool.decode([item])
+    assert isinstance(through.pixels, torch.Tensor)
+    assert torch.equal(through.pixels, decoded.pixels)
+
+
+def _as_tensor(image: Any) -> Any:
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32))
+
+
 def _shape_only(image: Any) -> Any:
     import numpy as np
 

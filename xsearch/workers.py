@@ -33,7 +33,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -184,7 +184,7 @@ class DecodeWorkers:
                 if isinstance(message, _Limit):
                     worker.deadline = self._deadline(message.seconds)
                     continue
-                done[item.key] = message
+                done[item.key] = _as_tensors_again(message)
                 worker.item, worker.deadline = None, None
             elif worker.process.sentinel in ready:
                 done[item.key] = self._crashed(index, item)
@@ -289,11 +289,36 @@ def _serve(
             return
         result = pipeline.decode_item(item, preprocess, opts, on_limit=announce)
         try:
-            conn.send(result)
+            conn.send(_as_plain_arrays(result))
         except (EOFError, OSError):
             return
         except Exception as exc:  # an unpicklable result fails this file alone
             conn.send(_failed(item, "undecodable", pipeline.failure_of(exc, opts)[1]))
+
+
+def _as_plain_arrays(result: Decoded) -> Decoded:
+    """A torch tensor is sent as a numpy array: torch pickles a tensor as a shared-memory
+    handle whose file descriptor this process serves, so a worker that died after sending
+    would turn a good file into a crash, and every result would hold a descriptor open."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(result.pixels, torch.Tensor):
+        return result
+    return replace(result, pixels=_TensorAsArray(result.pixels.numpy()))
+
+
+def _as_tensors_again(result: Decoded) -> Decoded:
+    if not isinstance(result.pixels, _TensorAsArray):
+        return result
+    import torch  # the preprocess that made the tensor is torch's, so it is imported
+
+    return replace(result, pixels=torch.from_numpy(result.pixels.array))
+
+
+@dataclass(frozen=True)
+class _TensorAsArray:
+    """Pixels that were a torch tensor in the worker, on their way to the parent."""
+
+    array: Any
 
 
 def _die_with_the_parent(parent_pid: int) -> None:
