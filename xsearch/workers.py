@@ -65,6 +65,8 @@ class _Worker:
     conn: Connection
     item: WorkItem | None = None
     deadline: float | None = None
+    # The seconds the file was given: --file-timeout, plus a video's allowance for its length.
+    limit: float = 0.0
 
 
 def iter_decoded(
@@ -159,6 +161,7 @@ class DecodeWorkers:
                 continue
             worker.item = item
             worker.deadline = self._deadline(self._opts.timeout)
+            worker.limit = self._opts.timeout
             busy += 1
 
     def _collect(self, done: dict[int, Decoded]) -> None:
@@ -183,13 +186,14 @@ class DecodeWorkers:
                     continue
                 if isinstance(message, _Limit):
                     worker.deadline = self._deadline(message.seconds)
+                    worker.limit = message.seconds
                     continue
                 done[item.key] = _as_tensors_again(message)
                 worker.item, worker.deadline = None, None
             elif worker.process.sentinel in ready:
                 done[item.key] = self._crashed(index, item)
             elif worker.deadline is not None and now >= worker.deadline:
-                done[item.key] = _failed(item, "timed-out", self._timeout_detail())
+                done[item.key] = _failed(item, "timed-out", self._timeout_detail(worker.limit))
                 self._replace(index)
 
     def _crashed(self, index: int, item: WorkItem) -> Decoded:
@@ -226,10 +230,16 @@ class DecodeWorkers:
     def _deadline(self, limit: float) -> float | None:
         return None if self._opts.timeout <= 0 else time.monotonic() + limit + GRACE_S
 
-    def _timeout_detail(self) -> str:
+    def _timeout_detail(self, limit: float) -> str:
+        given = (
+            f"{limit:g} s"
+            if limit <= self._opts.timeout
+            else (
+                f"{limit:.0f} s ({self._opts.timeout:g} s and an allowance for the video's length)"
+            )
+        )
         return (
-            f"the decoder was stopped after more than {self._opts.timeout:g} s "
-            "(raise the limit with --file-timeout)"
+            f"the decoder was stopped after more than {given} (raise the limit with --file-timeout)"
         )
 
 
