@@ -158,6 +158,33 @@ def test_alembic_round_trip(tmp_path: Path) -> None:
     assert migrate.current_revision(engine) == migrate.head_revision()
 
 
+def test_a_migration_killed_half_way_leaves_no_table_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL in the middle of creating a store: the next run must open it, not find
+    tables without the revision that made them."""
+    import sqlite3
+
+    from alembic import command
+
+    from xsearch.store.repository import Store
+
+    real = command.upgrade
+
+    def dies_before_commit(*args: Any, **kwargs: Any) -> None:
+        real(*args, **kwargs)  # every CREATE TABLE has run
+        raise KeyboardInterrupt  # as a kill: nothing after this line happens
+
+    monkeypatch.setattr(command, "upgrade", dies_before_commit)
+    with pytest.raises(KeyboardInterrupt):
+        Store(tmp_path / "s", create=True)
+    with sqlite3.connect(tmp_path / "s" / "xsearch.db") as conn:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    assert tables == []
+    monkeypatch.setattr(command, "upgrade", real)
+    Store(tmp_path / "s", create=True).close()
+
+
 def test_the_known_head_is_alembic_s_head_and_an_up_to_date_store_opens_without_alembic(
     tmp_path: Path,
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine
@@ -41,10 +43,10 @@ def _config(connection: Connection):  # type: ignore[no-untyped-def]
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest)."""
+    """Bring the schema to ``revision`` (default: the newest), all or nothing."""
     from alembic import command
 
-    with engine.begin() as conn:
+    with _transactional_ddl(engine) as conn:
         command.upgrade(_config(conn), revision)
 
 
@@ -52,8 +54,32 @@ def downgrade(engine: Engine, revision: str) -> None:
     """Take the schema back to ``revision`` ("base" removes every table)."""
     from alembic import command
 
-    with engine.begin() as conn:
+    with _transactional_ddl(engine) as conn:
         command.downgrade(_config(conn), revision)
+
+
+@contextlib.contextmanager
+def _transactional_ddl(engine: Engine) -> Iterator[Connection]:
+    """One SQLite transaction around a migration, its CREATE and ALTER statements included.
+
+    Python's sqlite3 driver opens a transaction only before INSERT, UPDATE and DELETE, so
+    each DDL statement commits on its own: a process killed half-way through a migration
+    left tables without the revision that made them, and every later open failed ("table
+    store_meta already exists"). Here the driver leaves transactions to us (SQLAlchemy's
+    documented recipe for pysqlite) and the migration runs inside BEGIN IMMEDIATE, which
+    also makes a second process that opens the same new store wait for the first.
+    """
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert isinstance(dbapi, sqlite3.Connection)
+        previous = dbapi.isolation_level
+        dbapi.isolation_level = None
+        try:
+            with conn.begin():
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+        finally:
+            dbapi.isolation_level = previous
 
 
 def is_current(engine: Engine) -> bool:
