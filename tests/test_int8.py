@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from xsearch import Engine, IndexOptions, Settings
 from xsearch.cli import app
 from xsearch.encoders import onnx_export, onnx_int8
+from xsearch.encoders.assemble import EncoderAssembly
 from xsearch.encoders.onnx_export import probe_texts
 from xsearch.encoders.onnx_int8 import Int8Encoder, TextExport, TowerExport, used_tokens
 from xsearch.encoders.preprocess import ImagePreprocess
@@ -498,7 +499,7 @@ def test_a_text_tower_that_cannot_be_exported_is_recorded_and_not_retried(
     def no_torch(*_args: object) -> None:
         raise AssertionError("the torch encoder was built")
 
-    monkeypatch.setattr(Engine, "_torch_encoder", no_torch)
+    monkeypatch.setattr(EncoderAssembly, "torch_encoder", no_torch)
     with Engine(settings.with_(store=tmp_path / "second")) as engine:
         assert engine.index([photos]).counts["indexed"] == 7
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         list_profiles,
         register_profile,
     )
-    from .engine import Engine, StoreInfo
+    from .engine import Engine
     from .errors import (
         ConfigError,
         EvalDatasetError,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .filters import SearchFilters, make_filters
     from .hits import SearchHit, Segment
     from .indexer import FileOutcome, IndexReport, Progress
+    from .info import StoreInfo
     from .querylang import ImageData, Query, WeightedTerm, parse_query
 
 # Where each public name lives. Importing `xsearch` stays cheap (no torch, no faiss) until
@@ -59,7 +60,7 @@ _LOCATIONS = {
     "list_profiles": "encoders.profiles",
     "register_profile": "encoders.profiles",
     "Engine": "engine",
-    "StoreInfo": "engine",
+    "StoreInfo": "info",
     "SearchHit": "hits",
     "Segment": "hits",
     "SearchFilters": "filters",
