@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ModelUnavailableError,
         QueryError,
         QueryParseError,
+        RayUnavailableError,
         StoreBusyError,
         StoreCorruptError,
         StoreError,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .indexer import FileOutcome, IndexReport, Progress
     from .info import StoreInfo
     from .querylang import ImageData, Query, WeightedTerm, parse_query
+    from .ray_pipeline import RayOptions
 
 # Where each public name lives. Importing `xsearch` stays cheap (no torch, no faiss) until
 # a name that needs them is used: the CLI's start-up time depends on it.
@@ -72,6 +74,7 @@ _LOCATIONS = {
     "FileOutcome": "indexer",
     "IndexReport": "indexer",
     "Progress": "indexer",
+    "RayOptions": "ray_pipeline",
 }
 _LOCATIONS.update(dict.fromkeys(_errors.__all__, "errors"))
 
@@ -111,6 +114,8 @@ __all__ = [
     "Query",
     "QueryError",
     "QueryParseError",
+    "RayOptions",
+    "RayUnavailableError",
     "SearchFilters",
     "SearchHit",
     "Segment",

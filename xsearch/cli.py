@@ -107,6 +107,16 @@ def index(
     report: Annotated[
         Path | None, typer.Option(help="Write one JSON line per file to this file.")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Decode and embed on Ray: local (a Ray instance on this machine), auto "
+            "($RAY_ADDRESS or the running cluster) or ray://HOST:PORT. Needs the ray extra; "
+            "the files must be on a filesystem every node mounts at the same path.",
+        ),
+    ] = None,
 ) -> None:
     """Index images and videos below PATHS; a re-run only looks at what changed."""
     for path in paths:
@@ -132,7 +142,7 @@ def index(
     )
     report_fh = report.open("w", encoding="utf-8") if report else None
     try:
-        result = _run_index(settings, paths, options, report_fh)
+        result = _run_index(settings, paths, options, report_fh, ray)
     finally:
         if report_fh:
             report_fh.close()
@@ -146,7 +156,9 @@ def index(
         raise typer.Exit(EXIT_PARTIAL)
 
 
-def _run_index(settings: Settings, paths: list[Path], options: IndexOptions, report_fh: Any) -> Any:
+def _run_index(
+    settings: Settings, paths: list[Path], options: IndexOptions, report_fh: Any, ray: str | None
+) -> Any:
     from .indexer import FileOutcome, Progress
 
     def on_outcome(outcome: FileOutcome) -> None:
@@ -158,7 +170,9 @@ def _run_index(settings: Settings, paths: list[Path], options: IndexOptions, rep
         def on_progress(p: Progress) -> None:
             view.update(p)
 
-        result = engine.index(paths, options, on_outcome=on_outcome, on_progress=on_progress)
+        result = engine.index(
+            paths, options, on_outcome=on_outcome, on_progress=on_progress, ray=ray
+        )
         print_notices(engine)
     _print_summary(result)
     return result

@@ -35,6 +35,7 @@ from .thumbs import thumbnail
 
 if TYPE_CHECKING:
     from .indexer import FileOutcome, IndexReport, Progress
+    from .ray_pipeline import RayOptions
     from .store.repository import Store
 
 __all__ = ["Engine", "StoreInfo"]
@@ -212,12 +213,34 @@ class Engine:
         *,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        ray: str | RayOptions | None = None,
     ) -> IndexReport:
         """Add, update and remove the media below ``paths``; returns what happened.
 
         Only one process may index a store at a time (:class:`~xsearch.errors.StoreBusyError`).
         Ctrl-C stops soon, keeps what was committed, and sets ``report.cancelled``.
+        ``ray`` ("local", "auto", "ray://host:port", or :class:`RayOptions`) decodes and
+        embeds on a Ray cluster (:mod:`xsearch.ray_pipeline`); this process still plans and
+        commits, and the result is the same as a local run's.
         """
+        if ray is not None:
+            from .ray_pipeline import RayOptions, connect
+
+            ray_options = ray if isinstance(ray, RayOptions) else RayOptions(address=ray)
+            with connect(ray_options) as connected:
+                return self._index_run(
+                    paths, options, on_outcome, on_progress, (connected, ray_options)
+                )
+        return self._index_run(paths, options, on_outcome, on_progress, None)
+
+    def _index_run(
+        self,
+        paths: Sequence[str | Path],
+        options: IndexOptions | None,
+        on_outcome: Callable[[FileOutcome], None] | None,
+        on_progress: Callable[[Progress], None] | None,
+        ray: tuple[object, RayOptions] | None,
+    ) -> IndexReport:
         roots = [Path(p) for p in paths]
         if not roots:
             raise ConfigError("Give at least one folder or file to index.")
@@ -242,13 +265,20 @@ class Engine:
                 self._claim_store_for_encoder(store)
                 return self.encoder
 
+            index_options = options or IndexOptions()
+            stage = None
+            if ray is not None:
+                from .ray_pipeline import RayStage
+
+                stage = RayStage(ray[0], self.settings, index_options, ray[1])
             indexer = Indexer(
                 store,
                 self._index_manager(store),
                 checked_encoder,
-                options or IndexOptions(),
+                index_options,
                 on_outcome=on_outcome,
                 on_progress=on_progress,
+                embed_stage=stage,
             )
             report = indexer.run(roots)
         report.seconds = time.monotonic() - started  # loading the model included

@@ -20,6 +20,7 @@ carries the data it is about and a message that says how to fix the problem. Onl
     ├── QueryError
     │   └── QueryParseError      the query text does not parse; carries the position
     ├── MediaError               a single file could not be used (reported, never fatal for a run)
+    ├── RayUnavailableError      --ray without the ray extra, or no cluster at that address
     └── EvalDatasetError         an evaluation dataset is malformed
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "ModelUnavailableError",
     "QueryError",
     "QueryParseError",
+    "RayUnavailableError",
     "StoreBusyError",
     "StoreCorruptError",
     "StoreError",
@@ -178,6 +180,17 @@ class MediaError(XSearchError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{path}: {reason}: {detail}")
+
+
+class RayUnavailableError(XSearchError):
+    """``--ray`` was asked for, but Ray is not installed or its cluster cannot be reached."""
+
+    exit_code = 2
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(problem)
 
 
 class EvalDatasetError(XSearchError):

@@ -7,7 +7,7 @@ The indexer never prints. It reports through two callbacks: ``on_outcome`` once 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,14 @@ from .store.records import FileState, FrameVector, MediaRecord, WriteBatch
 from .store.repository import Store
 from .workers import iter_decoded
 
-__all__ = ["FileOutcome", "IndexReport", "Indexer", "Progress"]
+__all__ = ["EmbedStage", "Embedded", "FileOutcome", "IndexReport", "Indexer", "Progress"]
+
+#: A decoded file and its frame vectors (None when decoding failed).
+Embedded = tuple[Decoded, Vectors | None]
+#: Decode and embed somewhere else (a Ray cluster): given the planned work and the encoder
+#: the store was claimed for, yield the results in blocks, in any order, each file at least
+#: once; the indexer commits them (a file seen twice is committed once).
+EmbedStage = Callable[[list[WorkItem], Encoder], Iterable[Sequence[Embedded]]]
 
 OUTCOMES = ("indexed", "partial", "unchanged", "moved", "removed", "skipped", "failed")
 # Files that are simply not media xsearch can use are skipped; damaged ones have failed.
@@ -111,6 +118,7 @@ class Indexer:
         *,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        embed_stage: EmbedStage | None = None,
     ) -> None:
         self.store = store
         self.index = index
@@ -120,6 +128,8 @@ class Indexer:
         self._on_progress = on_progress
         self.report = IndexReport()
         self._done = 0  # files of the embed stage persisted so far
+        self._embed_stage = embed_stage
+        self._committed: set[int] = set()  # keys of the work items persisted in this run
 
     def _emit(self, outcome: FileOutcome) -> None:
         self.report.count(outcome)
@@ -139,7 +149,9 @@ class Indexer:
                 self.index.apply(self.store.write(plan.early))
             for outcome in plan.outcomes:
                 self._emit(outcome)
-            if plan.work:
+            if plan.work and self._embed_stage is not None:
+                self._embed_elsewhere(plan.work, self._embed_stage)
+            elif plan.work:
                 self._embed_all(plan.work)
         except KeyboardInterrupt:
             self.report.cancelled = True
@@ -286,6 +298,20 @@ class Indexer:
             # On Ctrl-C or an error the batch being encoded is dropped; what was persisted stays.
             encoding.shutdown(wait=False, cancel_futures=True)
 
+    def _embed_elsewhere(self, work: list[WorkItem], stage: EmbedStage) -> None:
+        """Commit what ``stage`` returns, ``commit_every`` files at a time."""
+        self._progress("model", 0, len(work))
+        encoder = self._encoder_factory()
+        self._progress("embed", 0, len(work))
+        pending: list[Embedded] = []
+        for block in stage(work, encoder):
+            pending.extend(block)
+            if len(pending) >= self.options.commit_every:
+                self.commit(pending, work)
+                pending = []
+        if pending:
+            self.commit(pending, work)
+
     def _hand_over(
         self,
         encoding: ThreadPoolExecutor,
@@ -307,35 +333,49 @@ class Indexer:
         """Write an encoded batch (and its failures) and report its files."""
         pending, good = batch_in_flight.pending, batch_in_flight.good
         vectors = batch_in_flight.vectors.result() if batch_in_flight.vectors else []
+        results: list[Embedded] = list(zip(good, vectors, strict=True))
+        results += [(d, None) for d in pending if d.error is not None]
+        self.commit(results, work)
+
+    def commit(self, results: Sequence[Embedded], work: Sequence[WorkItem]) -> None:
+        """Write decoded files with their vectors (and the failures) in one transaction, and
+        report them. A file already committed in this run is ignored: a retried task
+        delivers the same key again and must not write a second row."""
         batch = WriteBatch()
         outcomes: list[FileOutcome] = []
-        for decoded, vecs in zip(good, vectors, strict=True):
+        for decoded, vecs in _first_of_each(results, self._committed):
             item = work[decoded.key]
-            frames = _frames(decoded, vecs, self.options.video_dedup_threshold)
-            self.report.frames += len(frames)
-            batch.upserts.append((_record(item, decoded), frames))
-            kind = "partial" if decoded.partial_note else "indexed"
-            outcomes.append(
-                FileOutcome(
-                    item.path,
-                    kind,
-                    "partial" if decoded.partial_note else None,
-                    decoded.partial_note,
-                )
-            )
-        for decoded in pending:
-            if decoded.error is not None:
-                item = work[decoded.key]
-                reason, detail = decoded.error
+            if decoded.error is not None or vecs is None:
+                reason, detail = decoded.error or ("undecodable", "no vectors came back")
                 batch.failures.append(
                     (item.path, display(item.path), item.size, item.mtime_ns, reason, detail)
                 )
                 outcomes.append(FileOutcome(item.path, _not_indexed(reason), reason, detail))
+                continue
+            frames = _frames(decoded, vecs, self.options.video_dedup_threshold)
+            self.report.frames += len(frames)
+            batch.upserts.append((_record(item, decoded), frames))
+            note = decoded.partial_note
+            outcomes.append(
+                FileOutcome(item.path, "partial" if note else "indexed", note and "partial", note)
+            )
+        if not outcomes:
+            return
         self.index.apply(self.store.write(batch))
+        self._committed.update(d.key for d, _ in results)
         for outcome in outcomes:
             self._emit(outcome)
-        self._done += len(pending)
+        self._done += len(outcomes)
         self._progress("embed", self._done, len(work))
+
+
+def _first_of_each(results: Sequence[Embedded], committed: set[int]) -> Iterator[Embedded]:
+    """Each key once, and none that an earlier commit of this run wrote."""
+    seen = set(committed)
+    for result in results:
+        if result[0].key not in seen:
+            seen.add(result[0].key)
+            yield result
 
 
 @dataclass
