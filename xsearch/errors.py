@@ -8,6 +8,7 @@ carries the data it is about and a message that says how to fix the problem. Onl
 
     XSearchError
     ├── ConfigError              a setting or argument is invalid
+    │   └── LabelsFileError      a tag vocabulary file (--labels) is malformed; file and line
     ├── ModelError
     │   ├── UnknownModelError    no profile of that name
     │   └── ModelUnavailableError  weights not cached and not downloadable
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "EvalDatasetError",
     "IndexBackendError",
+    "LabelsFileError",
     "MediaError",
     "ModelError",
     "ModelMismatchError",
@@ -58,6 +60,19 @@ class ConfigError(XSearchError):
     """A setting or argument is invalid; the message names it."""
 
     exit_code = 2
+
+
+class LabelsFileError(ConfigError):
+    """A tag vocabulary file is malformed. Carries the file and the line (0: the whole file)."""
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}, line {line}" if line else path
+        super().__init__(
+            f"Bad labels file {where}: {problem}. See 'Tags' in the README for the format."
+        )
 
 
 class ModelError(XSearchError):
