@@ -1,0 +1,429 @@
+"""The int8 export's routes side by side (issue 21, item 1).
+
+    python -m bench.export_routes [--reps 3] [--towers image text] [--routes written traced ...]
+
+A profile's towers (``clip-b32-en``: ViT-B-32 and the CLIP text tower, random weights from
+``bench.fakehub``) are exported to int8 by each route, each export in a fresh child process
+(``python -m bench.export_routes child ROUTE TOWER DIR``) timed and sampled by
+``bench.proc.run`` (wall seconds, interpreter start and imports included, and the peak PSS
+of its process tree):
+
+- ``written``: ``make_int8_export_direct`` / ``make_int8_text_export_direct``, the graphs
+  written from the safetensors checkpoint by ``onnx_graphs.py``, no torch;
+- ``traced``: ``make_int8_export`` / ``make_int8_text_export``, torch's TorchScript exporter
+  and ONNX Runtime's dynamic quantisation with its per-channel step vectorised by
+  ``per_channel.py``;
+- ``library``: the same steps with ``quantize_dynamic`` unpatched (ONNX Runtime's own loop
+  over weight channels): the issue's library route, in a child that exits before indexing
+  goes on, as here;
+- ``dynamo``: the library route with ``torch.onnx.export(dynamo=True)`` (needs onnxscript;
+  ``--dynamo-path`` adds a folder holding it to the child's ``sys.path``).
+
+Every route keeps xsearch's choices (opset 17, per-channel symmetric int8 weights,
+``reduce_range`` off on CPUs with VNNI, the text tower's attention output and projection
+products in fp32) and measures its graph against fp32 as xsearch does, so the export seconds
+compare like with like. The routes take turns, in a rotated order per repetition.
+
+Then, in this process and again interleaved per repetition, each route's int8 graphs are
+run with the threads xsearch gives them: images/s at batch 32 (ONNX Runtime's default
+threads, as the image tower's session) and ms per query text (one text a call, one thread,
+as ``TextSessions``). Their vectors are held to the fp32 torch towers on xsearch's probe
+pictures and texts (cosine min / mean, top-10 neighbours kept). The graphs' op counts show
+where they differ. Medians of the repetitions; writes bench/results/export_routes.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fakehub import fake_weights, hub_env
+from .proc import run
+
+RESULTS = Path(__file__).parent / "results"
+ROUTES = ("written", "traced", "library", "dynamo")
+TOWERS = ("image", "text")
+PROFILE = "clip-b32-en"
+_BATCH = 32
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the child: one route's export of one tower ---------------------------------------------
+
+
+def _unpatched_quantiser() -> None:
+    """ONNX Runtime's own per-channel loop: ``_quantise`` imports the patch at each call."""
+    from xsearch.encoders import per_channel
+
+    per_channel.vectorised_per_channel = contextlib.nullcontext  # type: ignore[assignment]
+
+
+def _dynamo_exporter() -> None:
+    """``torch.onnx.export(dynamo=True)`` in place of the TorchScript exporter."""
+    import torch
+
+    from xsearch.encoders import onnx_export
+
+    def export(
+        tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
+    ) -> None:
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with torch.no_grad():
+                program = torch.onnx.export(
+                    tower,
+                    (example,),
+                    input_names=[input_name],
+                    output_names=["vectors"],
+                    dynamic_axes=(
+                        {"pixels": {0: "batch"}, "vectors": {0: "batch"}}
+                        if input_name == "pixels"
+                        else None
+                    ),
+                    opset_version=18,
+                    dynamo=True,
+                    optimize=True,
+                    verbose=False,
+                )
+            assert program is not None
+            program.save(str(path))
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    onnx_export._export_onnx = export  # type: ignore[assignment]
+
+
+def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, Any]:
+    from xsearch.encoders import onnx_export
+    from xsearch.encoders.model_files import HubOptions, resolve_files
+    from xsearch.encoders.profiles import get_profile
+
+    profile = get_profile(PROFILE)
+    hub = HubOptions(cache_dir=cache)
+    started = time.perf_counter()
+    if route == "written":
+        files = resolve_files(profile, None, hub)
+        if tower == "image":
+            spec = onnx_export.direct_image_spec(files)
+            assert spec is not None, "the writer does not know this image tower"
+            done: Any = onnx_export.make_int8_export_direct(files, spec, directory)
+        else:
+            text_spec = onnx_export.direct_text_spec(files)
+            assert text_spec is not None, "the writer does not know this text tower"
+            directory.mkdir(parents=True, exist_ok=True)
+            done = onnx_export.make_int8_text_export_direct(files, text_spec, directory)
+    else:
+        if route in ("library", "dynamo"):
+            _unpatched_quantiser()
+        if route == "dynamo":
+            _dynamo_exporter()
+        from xsearch.encoders.openclip import OpenClipEncoder
+
+        encoder = OpenClipEncoder(profile, hub=hub, device="cpu")
+        if tower == "image":
+            done = onnx_export.make_int8_export(encoder, directory)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            done = onnx_export.make_int8_text_export(encoder, directory)
+            assert done is not None, "this text tower has no traced int8 form"
+    agreement = done.agreement
+    return {
+        "export_s": time.perf_counter() - started,
+        "torch_imported": "torch" in sys.modules,
+        "own_gate": {"cosine_min": agreement.cosine_min, "cosine_mean": agreement.cosine_mean},
+    }
+
+
+# -- the parent: exports, then speed and agreement -----------------------------------------
+
+
+def _export(
+    route: str, tower: str, directory: Path, cache: Path, dynamo_path: Path | None
+) -> dict[str, Any]:
+    shutil.rmtree(directory, ignore_errors=True)
+    pythonpath = [str(_ROOT)]
+    if route == "dynamo" and dynamo_path is not None:
+        pythonpath.append(str(dynamo_path))
+    env = {**hub_env(cache), "PYTHONPATH": os.pathsep.join(pythonpath)}
+    cmd = [sys.executable, "-m", "bench.export_routes", "child", route, tower, str(directory)]
+    measured = run(cmd, cwd=_ROOT, env=env, timeout=1800)
+    if measured.returncode != 0:
+        return {"error": measured.stderr.strip().splitlines()[-1:] or ["no message"]}
+    doc: dict[str, Any] = json.loads(measured.stdout.strip().splitlines()[-1])
+    return {**doc, "process_s": measured.seconds, "peak_mb": measured.peak_mb}
+
+
+def _references(cache: Path) -> dict[str, Any]:
+    """The fp32 torch towers' vectors of the probe pictures and texts, and their inputs."""
+    import torch
+
+    from xsearch.encoders import onnx_export
+    from xsearch.encoders.model_files import HubOptions
+    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.profiles import get_profile
+
+    encoder = OpenClipEncoder(get_profile(PROFILE), hub=HubOptions(cache_dir=cache), device="cpu")
+    image, cfg = encoder.fp32_image_model()
+    preprocess = onnx_export._preprocess_of(cfg, PROFILE)
+    pixels = onnx_export.probe_pixels(preprocess, onnx_export.PROBE_PICTURES)
+    tokens = encoder.tokenize(onnx_export.probe_texts())
+    made = encoder.fp32_text_model()
+    assert made is not None
+    with torch.inference_mode():
+        image_vectors = image(torch.from_numpy(pixels)).float().numpy()
+        text_vectors = made[0](torch.from_numpy(tokens)).float().numpy()
+    return {"pixels": pixels, "tokens": tokens, "image": image_vectors, "text": text_vectors}
+
+
+def _op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return dict(sorted(Counter(node.op_type for node in graph.node).items()))
+
+
+class _Graphs:
+    """One route's int8 sessions, opened as xsearch opens them."""
+
+    def __init__(self, folder: Path, towers: tuple[str, ...]) -> None:
+        from xsearch.encoders.onnx_int8 import MODEL_FILE, TextExport, TextSessions, open_session
+
+        self.image: Any = None
+        self.text: Any = None
+        self.ops: dict[str, dict[str, int]] = {}
+        if "image" in towers:
+            self.image = open_session(folder / "image" / MODEL_FILE)
+            self.ops["image"] = _op_counts(folder / "image" / MODEL_FILE)
+        if "text" in towers:
+            export = TextExport.load(folder / "text")
+            assert export is not None, f"no text export in {folder / 'text'}"
+            self.text = TextSessions(export)
+            self.ops["text"] = _op_counts(export.model_path(export.lengths[-1]))
+
+    def images_per_s(self, pixels: np.ndarray) -> float:
+        from xsearch.encoders.onnx_int8 import run_session
+
+        batch = pixels[:_BATCH]
+        run_session(self.image, batch[:2])  # the first call allocates
+        started = time.perf_counter()
+        run_session(self.image, batch)
+        return len(batch) / (time.perf_counter() - started)
+
+    def ms_per_text(self, tokens: np.ndarray) -> float:
+        self.text.encode(tokens[:1])
+        started = time.perf_counter()
+        for row in tokens:
+            self.text.encode(row[None])
+        return 1000 * (time.perf_counter() - started) / len(tokens)
+
+
+def _rotated(items: tuple[str, ...], by: int) -> list[str]:
+    return [items[(i + by) % len(items)] for i in range(len(items))]
+
+
+def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    from xsearch.encoders.onnx_export import agreement
+
+    a = agreement(reference, candidate)
+    return {
+        "cosine_min": a.cosine_min,
+        "cosine_mean": a.cosine_mean,
+        "neighbours_kept": a.neighbours_kept,
+    }
+
+
+def measure(
+    workdir: Path,
+    *,
+    reps: int,
+    routes: tuple[str, ...],
+    towers: tuple[str, ...],
+    dynamo_path: Path | None,
+    log: Any = print,
+) -> dict[str, Any]:
+    cache = workdir / "hub"
+    fake_weights(cache, PROFILE)
+    exports: list[dict[str, Any]] = []
+    for rep in range(reps):
+        for tower in towers:
+            for route in _rotated(routes, rep):
+                folder = workdir / "graphs" / route / tower
+                doc = _export(route, tower, folder, cache, dynamo_path)
+                exports.append({"rep": rep, "route": route, "tower": tower, **doc})
+                log(f"rep {rep} {tower} {route}: {json.dumps(doc, default=str)}")
+    working = tuple(
+        r
+        for r in routes
+        if not any("error" in e for e in exports if e["route"] == r and e["tower"] in towers)
+    )
+    refs = _references(cache)
+    graphs = {r: _Graphs(workdir / "graphs" / r, towers) for r in working}
+    speeds: list[dict[str, Any]] = []
+    for rep in range(reps):
+        for route in _rotated(working, rep):
+            row: dict[str, Any] = {"rep": rep, "route": route}
+            if "image" in towers:
+                row["images_per_s"] = graphs[route].images_per_s(refs["pixels"])
+            if "text" in towers:
+                row["ms_per_text"] = graphs[route].ms_per_text(refs["tokens"])
+            speeds.append(row)
+            log(f"rep {rep} speed {route}: {row}")
+    agreement: dict[str, dict[str, Any]] = {}
+    for route in working:
+        agreement[route] = {}
+        if "image" in towers:
+            from xsearch.encoders.onnx_int8 import run_session
+
+            int8 = run_session(graphs[route].image, refs["pixels"])
+            agreement[route]["image"] = _agreement(refs["image"], int8)
+        if "text" in towers:
+            int8 = graphs[route].text.encode(refs["tokens"])
+            agreement[route]["text"] = _agreement(refs["text"], int8)
+    return {
+        "profile": PROFILE,
+        "reps": reps,
+        "exports": exports,
+        "speeds": speeds,
+        "agreement": agreement,
+        "ops": {r: graphs[r].ops for r in working},
+        "summary": _summary(exports, speeds, routes, towers),
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _summary(
+    exports: list[dict[str, Any]],
+    speeds: list[dict[str, Any]],
+    routes: tuple[str, ...],
+    towers: tuple[str, ...],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for route in routes:
+        out[route] = {}
+        for tower in towers:
+            done = [e for e in exports if e["route"] == route and e["tower"] == tower]
+            good = [e for e in done if "error" not in e]
+            out[route][tower] = {
+                "export_s": _median([e["export_s"] for e in good]),
+                "process_s": _median([e["process_s"] for e in good]),
+                "peak_mb": _median([e["peak_mb"] for e in good]),
+                "errors": [e["error"] for e in done if "error" in e],
+            }
+        mine = [s for s in speeds if s["route"] == route]
+        if "image" in towers:
+            out[route]["image"]["images_per_s"] = _median([s["images_per_s"] for s in mine])
+        if "text" in towers:
+            out[route]["text"]["ms_per_text"] = _median([s["ms_per_text"] for s in mine])
+    return out
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    """One row per route and tower: medians, and the agreement of the graph with fp32."""
+    head = (
+        "| route | tower | export s (in process) | process s | peak PSS MB "
+        "| int8 speed | cosine min / mean | top-10 kept | nodes |"
+    )
+    lines = [head, "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for route, towers in result["summary"].items():
+        for tower, s in towers.items():
+            agree = result["agreement"].get(route, {}).get(tower)
+            ops = result["ops"].get(route, {}).get(tower)
+            speed = (
+                f"{_fmt(s.get('images_per_s'), '.1f')} images/s"
+                if tower == "image"
+                else f"{_fmt(s.get('ms_per_text'), '.2f')} ms/text"
+            )
+            cos = f"{agree['cosine_min']:.5f} / {agree['cosine_mean']:.5f}" if agree else "–"
+            kept = f"{agree['neighbours_kept']:.3f}" if agree else "–"
+            nodes = str(sum(ops.values())) if ops else "–"
+            if s["errors"]:
+                speed = f"failed: {s['errors'][0][0][:60]}"
+            lines.append(
+                f"| {route} | {tower} | {_fmt(s['export_s'], '.1f')} | "
+                f"{_fmt(s['process_s'], '.1f')} | {_fmt(s['peak_mb'], '.0f')} | {speed} | "
+                f"{cos} | {kept} | {nodes} |"
+            )
+    return "\n".join(lines)
+
+
+def op_differences(result: dict[str, Any]) -> str:
+    """The op types whose counts differ between the routes' graphs, per tower."""
+    lines = []
+    ops = result["ops"]
+    for tower in TOWERS:
+        have = {r: o[tower] for r, o in ops.items() if tower in o}
+        kinds = sorted({k for o in have.values() for k in o})
+        differing = [k for k in kinds if len({o.get(k, 0) for o in have.values()}) > 1]
+        if differing:
+            cells = ", ".join(
+                f"{k}: " + "/".join(str(have[r].get(k, 0)) for r in have) for k in differing
+            )
+            lines.append(f"{tower} ({'/'.join(have)}): {cells}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["child"]:
+        route, tower, directory = argv[1], argv[2], Path(argv[3])
+        cache = Path(os.environ["XSEARCH_MODEL_CACHE"])
+        print(json.dumps(_child(route, tower, directory, cache)), flush=True)
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.export_routes")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--routes", nargs="+", choices=ROUTES, default=list(ROUTES))
+    parser.add_argument("--towers", nargs="+", choices=TOWERS, default=list(TOWERS))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/xsearch-export-routes"))
+    parser.add_argument(
+        "--dynamo-path",
+        type=Path,
+        default=Path("/tmp/dynamo-site"),
+        help="a folder holding onnxscript and onnx_ir (pip install --target) for dynamo",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "export_routes.json")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    result = measure(
+        args.workdir,
+        reps=args.reps,
+        routes=tuple(args.routes),
+        towers=tuple(args.towers),
+        dynamo_path=args.dynamo_path if args.dynamo_path.is_dir() else None,
+        log=log,
+    )
+    result["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(table(result))
+    print(op_differences(result))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
