@@ -133,13 +133,13 @@ def encoder_spec(settings: Settings, encoder: Encoder) -> EncoderSpec:
 
 def build_encoder(spec: EncoderSpec) -> Encoder:
     """The encoder of ``spec`` in this process, checked to be the driver's."""
-    from .engine import Engine
+    from .encoders.assemble import EncoderAssembly
 
     try:
         get_profile(spec.profile.name)
     except XSearchError:  # a profile the driver registered at run time (tests, plugins)
         register_profile(spec.profile)
-    encoder = Engine(spec.settings).encoder
+    encoder = EncoderAssembly(spec.settings, notices=[]).encoder(get_profile(spec.profile.name))
     if encoder.fingerprint != spec.fingerprint:
         raise ConfigError(
             f"A Ray worker built model {encoder.fingerprint}, not the store's "
