@@ -39,7 +39,7 @@ from .imagequery import load_query_image
 from .index.manager import IndexManager
 from .index.selector import SelectorPolicy
 from .query import SearchRequest, SubsetCache, run_search
-from .querylang import ImageData, ImagePath, MediaRef, Query, Text, WeightedTerm
+from .querylang import ImageData, ImagePath, MediaRef, Query, TagFilter, Text, WeightedTerm
 from .store.lock import WriterLock
 from .store.reader import StoreReader
 from .store.records import DB_NAME, HitRow, StoreModel
@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     from .encoders.model_files import ModelFiles
     from .encoders.openclip import OpenClipEncoder
     from .indexer import FileOutcome, IndexReport, Progress
+    from .labels import Vocabulary
     from .store.repository import Store
+    from .tag_sync import TagContext, TagListing
 
 __all__ = ["Engine", "StoreInfo"]
 
@@ -112,6 +114,7 @@ class Engine:
         self._subsets = SubsetCache()
         self._encoder_notices: list[str] = []
         self._on_prepare: Callable[[], None] | None = None
+        self._vocabulary: Vocabulary | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -416,7 +419,13 @@ class Engine:
         from .indexer import Indexer, Progress
 
         started = time.monotonic()
+        options = options or IndexOptions()
         store = self._writable_store(create=True)
+        if options.labels is not None:
+            from .tag_sync import keep_labels_file
+
+            keep_labels_file(self.location, options.labels)
+            self._vocabulary = None
 
         def preparing() -> None:
             if on_progress is not None:
@@ -438,11 +447,16 @@ class Engine:
                 store,
                 self._index_manager(store),
                 checked_encoder,
-                options or IndexOptions(),
+                options,
                 on_outcome=on_outcome,
                 on_progress=on_progress,
             )
             report = indexer.run(roots)
+            if options.tag and not report.cancelled:
+                try:
+                    report.tagged = self._sync_tags(store, on_progress)
+                except KeyboardInterrupt:
+                    report.cancelled = True  # the files tagged so far keep their tags
         report.seconds = time.monotonic() - started  # loading the model included
         return report
 
@@ -510,7 +524,7 @@ class Engine:
     def embed_query(self, query: Query) -> Vectors:
         """The normalised, weighted sum of the query's term vectors."""
         total: np.ndarray | None = None
-        for term in query.terms:
+        for term in query.vector_terms():
             vector = self._embed_term(query, term) * np.float32(term.weight)
             total = vector if total is None else total + vector
         assert total is not None  # a Query has at least one term
@@ -563,6 +577,8 @@ class Engine:
             merged = replace(merged, media_type=media_type)
         if min_score is not None:
             merged = replace(merged, min_score=min_score)
+        if query is not None and query.tag_filters():
+            merged = self._with_tag_filters(query, merged)
         request = SearchRequest(
             limit=limit, filters=merged, frames=frames, hybrid=hybrid, collapse=collapse
         )
@@ -588,6 +604,70 @@ class Engine:
         if store.model() is not None:
             self._index_manager(store).sync()
             self.embed_text("warm up")
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def vocabulary(self) -> Vocabulary:
+        """The tag vocabulary of this store: the shipped one plus a ``--labels`` file."""
+        if self._vocabulary is None:
+            from .tag_sync import store_vocabulary
+
+            parts = get_profile(self.profile_name()).tag_vocabulary
+            self._vocabulary = store_vocabulary(self.location, parts)
+        return self._vocabulary
+
+    def tags(self, path: str | os.PathLike[str] | None = None) -> TagListing:
+        """The tags of the file at ``path``, or of every file below that folder (the whole
+        store for None), with the number of files that carry each tag."""
+        from .filters import under_roots
+        from .tag_sync import list_tags
+
+        return list_tags(self.store(), under_roots([path]) if path is not None else None)
+
+    def _sync_tags(self, store: Store, on_progress: Callable[[Progress], None] | None) -> int:
+        from .indexer import Progress
+        from .tag_sync import sync_tags
+
+        if on_progress is not None:
+            on_progress(Progress("tag", 0, 0))
+        return sync_tags(store, self._tag_context(store))
+
+    def _tag_context(self, store: StoreReader) -> TagContext:
+        from .tag_sync import TagContext
+        from .tags import logit_scale_of
+
+        model = store.model()
+        assert model is not None  # tagging follows indexing, which records the model
+
+        def logit_scale() -> float:
+            profile = get_profile(self.profile_name())
+            try:
+                checkpoint = self._model_files(profile).checkpoint
+            except ModelError:
+                checkpoint = None  # a model without files here (a test's fake): CLIP's 100
+            return logit_scale_of(checkpoint)
+
+        return TagContext(
+            fingerprint=model.fingerprint,
+            vocabulary=self.vocabulary(),
+            encode_texts=lambda texts: self._query_encoder().encode_texts(texts),
+            logit_scale=logit_scale,
+        )
+
+    def _with_tag_filters(self, query: Query, filters: SearchFilters) -> SearchFilters:
+        """``filters`` with the query's ``tag:`` terms, each resolved to its concept key."""
+        wanted, unwanted = list(filters.tags), list(filters.without_tags)
+        for term in query.tag_filters():
+            assert isinstance(term.term, TagFilter)
+            key = self.vocabulary().key_for(term.term.name)
+            if key is None:
+                raise query.error(
+                    term,
+                    f"no tag is called {term.term.name!r}; 'xsearch tags' lists the tags "
+                    "of the store",
+                )
+            (wanted if term.weight > 0 else unwanted).append(key)
+        return replace(filters, tags=tuple(wanted), without_tags=tuple(unwanted))
 
     # -- files, for the server ---------------------------------------------------------------
 
