@@ -291,3 +291,40 @@ def test_cli_tags_of_a_file_and_a_folder(
         app, ["index", str(root / "pics"), "--store", store, "--labels", str(bad)]
     )
     assert result.exit_code == 2 and f"Bad labels file {bad}, line 1" in result.output
+
+
+# -- the HTTP API and the demo -----------------------------------------------------------------
+
+
+@requires_toy
+def test_api_tags_and_tags_on_search_results(tagged: tuple[Path, dict[Path, str]]) -> None:
+    from fastapi.testclient import TestClient
+
+    from xsearch.server import create_app
+
+    root, truth = tagged
+    with _engine(root) as engine, TestClient(create_app(engine)) as client:
+        doc = client.get("/api/tags", params={"lang": "zh"}).json()
+        assert doc["total_files"] == len(truth) and "files" not in doc
+        assert doc["counts"] and {c["lang"] for c in doc["counts"]} == {"zh"}
+        counts = [c["files"] for c in doc["counts"]]
+        assert counts == sorted(counts, reverse=True)
+        one = str(next(iter(truth)))
+        single = client.get("/api/tags", params={"under": one, "files": True}).json()
+        assert [f["path"] for f in single["files"]] == [one]
+        assert client.get("/api/tags", params={"lang": "fr"}).status_code == 422
+        results = client.get("/api/search", params={"q": "tag:猫", "limit": 50}).json()["results"]
+        assert results and all(any(t["key"] == "cat" for t in r["tags"]) for r in results)
+        bad = client.get("/api/search", params={"q": "tag:sofa"})
+        assert bad.status_code == 400 and bad.json()["position"] == 0
+
+
+@requires_toy
+def test_the_demo_prints_tags(tmp_path: Path, runner: CliRunner) -> None:
+    result = runner.invoke(
+        app, ["demo", "--workdir", str(tmp_path / "demo"), "--sheet", str(tmp_path / "s.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "tag:狗" in result.output and "Tags (" in result.output
+    dogs = result.output.split("tag:狗", 1)[1].split("Tags (", 1)[0]
+    assert dogs.count("狗") >= 5  # every hit of tag:狗 shows its tag

@@ -589,7 +589,7 @@ class Engine:
             assert query is not None
             vector = self.embed_query(query)
         keywords = query.keyword_text() if query is not None else ""
-        return run_search(
+        hits = run_search(
             store,
             self._index_manager(store),
             np.asarray(vector, dtype=np.float32),
@@ -597,6 +597,11 @@ class Engine:
             keywords=keywords,
             cache=self._subsets,
         )
+        tags = store.tags_of([h.id for h in hits]) if hits else {}
+        return [
+            replace(h, tags=tuple(t for t in tags[h.id] if t.start is None)) if tags[h.id] else h
+            for h in hits
+        ]
 
     def warm_up(self) -> None:
         """Load the model and the vector index now, so that the first query is fast."""

@@ -349,7 +349,10 @@ class _Parser:
                 if rest:
                     return make(rest), tok.end
                 quoted = self.adjacent_quoted(tok)
-                if quoted is None or not quoted.text.strip():
+                empty = quoted is None or not (
+                    quoted.text if make is ImagePath else quoted.text.strip()
+                )
+                if quoted is None or empty:
                     example = 'image:"my photo.jpg"' if make is ImagePath else 'tag:"ice cream"'
                     what = "a file name" if make is ImagePath else "a tag name"
                     raise self.fail(at, f"{prefix} needs {what}, e.g. {example}")
