@@ -29,10 +29,11 @@ RESULTS = Path(__file__).parent / "results"
 CALIBRATION_SEED, TEST_SEED, TOP_SEED = 101, 202, 303
 
 
-def toy_tagger() -> tuple[OpenClipEncoder, Tagger]:
+def toy_tagger(*, full: bool = False) -> tuple[OpenClipEncoder, Tagger]:
+    """The toy model's tagger: with its own vocabulary (the emoji concepts), or the full one."""
     profile = get_profile("toy-bilingual")
     encoder = OpenClipEncoder(profile, device="cpu", precision="fp32")
-    vocab = shipped_vocabulary()
+    vocab = shipped_vocabulary(() if full else profile.tag_vocabulary)
     banks = label_banks(vocab, encoder.encode_texts, cache_dir=None, fingerprint="")
     return encoder, Tagger(banks, logit_scale=logit_scale_of(profile.weights_file))
 
@@ -40,8 +41,14 @@ def toy_tagger() -> tuple[OpenClipEncoder, Tagger]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-class", type=int, default=20)
+    parser.add_argument(
+        "--full-vocabulary",
+        action="store_true",
+        help="all 1,322 concepts instead of the 49 that the toy model knows",
+    )
     args = parser.parse_args()
-    encoder, tagger = toy_tagger()
+    encoder, tagger = toy_tagger(full=args.full_vocabulary)
+    print(f"vocabulary: {len(tagger.banks['en'].keys)} concepts")
     calibrate = embed_scenes(encoder, per_class=10, seed=CALIBRATION_SEED, two_object_prob=0.3)
     test = embed_scenes(encoder, per_class=10, seed=TEST_SEED, two_object_prob=0.3)
     table = calibration_table(tagger, calibrate, test)
@@ -74,7 +81,8 @@ def main() -> None:
     for lang, m in macro.items():
         print(f"macro {lang}: precision {m['precision']:.3f} recall {m['recall']:.3f}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tags.json").write_text(
+    name = "tags_full.json" if args.full_vocabulary else "tags.json"
+    (RESULTS / name).write_text(
         json.dumps(
             {
                 "logit_scale": tagger.logit_scale,

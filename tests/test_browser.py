@@ -2,7 +2,8 @@
 
 Starts ``xsearch serve``'s app on a free loopback port, types 猫, checks that cat
 thumbnails come first and load, opens the video hit and checks that it starts at its
-segment, and saves screenshots to ``test-artifacts/``. Outside CI the test is skipped
+segment, clicks a tag of the tag cloud (issue 22) in both languages, and saves
+screenshots to ``test-artifacts/``. Outside CI the test is skipped
 when Playwright or chromium is missing; in CI (``CI=true``) that is a failure.
 """
 
@@ -151,5 +152,27 @@ def test_gallery_in_chromium(site: tuple[Gallery, str]) -> None:
             page.wait_for_function(
                 f"() => document.querySelector('#results .card')?.dataset.id === '{first['id']}'"
             )
+
+            # The tag cloud: a click on a tag searches tag:X, in English and in Chinese.
+            for lang, label in (("en", "cat"), ("zh", "猫")):
+                page.select_option("#tag-lang", lang)
+                page.wait_for_selector(f'#tag-cloud[data-lang="{lang}"]')
+                with page.expect_response(lambda r: "/api/search?q=tag%3A" in r.url) as answer:
+                    page.locator(f'#tag-cloud .tag[data-tag="{label}"]').click()
+                assert answer.value.ok and page.input_value("#q") == f"tag:{label}"
+                page.wait_for_function(
+                    "() => document.querySelector('#results .card .tags .tag') !== null"
+                )
+                tagged = page.eval_on_selector_all(
+                    "#results .card",
+                    "cards => cards.map(c => ({path: c.querySelector('.thumb').title,"
+                    " tags: [...c.querySelectorAll('.tags .tag')].map(t => t.dataset.tag)}))",
+                )
+                # Every result carries the tag (a video may carry it on a segment only).
+                assert tagged and all(
+                    label in c["tags"] or c["path"] == str(gallery.video) for c in tagged
+                ), tagged
+                assert len({c["path"] for c in tagged} & cats) >= len(cats) - 1, tagged
+            page.screenshot(path=str(ARTIFACTS / "browser-tags.png"))
         finally:
             browser.close()

@@ -12,6 +12,7 @@ from xsearch.querylang import (
     ImagePath,
     MediaRef,
     Query,
+    TagFilter,
     Text,
     WeightedTerm,
     format_query,
@@ -45,6 +46,7 @@ def terms(source: str) -> list[tuple[object, float]]:
         ("~/pics/a.png + /abs/b", [(ImagePath("~/pics/a.png"), 1.0), (ImagePath("/abs/b"), 1.0)]),
         ('image:"my photo.jpg" + id:42', [(ImagePath("my photo.jpg"), 1.0), (MediaRef(42), 1.0)]),
         ("3:image:x - 1.5:id:7", [(ImagePath("x"), 3.0), (MediaRef(7), -1.5)]),
+        ('tag:猫 - tag:"ice cream"', [(TagFilter("猫"), 1.0), (TagFilter("ice cream"), -1.0)]),
         ('"say \\"cheese\\" \\\\ now"', [(Text('say "cheese" \\ now'), 1.0)]),
         ("  spaced   out  words ", [(Text("spaced out words"), 1.0)]),
     ],
@@ -111,6 +113,7 @@ _term = st.one_of(
     st.builds(Text, _text),
     st.builds(ImagePath, _path),
     st.builds(MediaRef, st.integers(min_value=0, max_value=10**12)),
+    st.builds(TagFilter, _text),
 )
 _weight = st.one_of(
     st.just(1.0),

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import cli_tools
+from . import cli_tags, cli_tools
 from .cli_common import (
     EXIT_PARTIAL,
     CheckpointOpt,
@@ -117,6 +117,16 @@ def index(
             "the files must be on a filesystem every node mounts at the same path.",
         ),
     ] = None,
+    tags: Annotated[
+        bool, typer.Option(help="Tag new and changed files (zero-shot, see 'xsearch tags').")
+    ] = True,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tag vocabulary file (TSV or JSON) to add to the shipped one; kept in "
+            "the store for later runs. Re-tags every file."
+        ),
+    ] = None,
 ) -> None:
     """Index images and videos below PATHS; a re-run only looks at what changed."""
     for path in paths:
@@ -130,6 +140,8 @@ def index(
         max_image_pixels=max_pixels,
         file_timeout=file_timeout,
         video_interval=video_interval,
+        tag=tags,
+        labels=labels,
     )
     settings = make_settings(
         store,
@@ -183,6 +195,7 @@ _WAITING_STAGES = {
     "scan": "scanning",
     "model": "loading the model",
     "prepare": "preparing the model for this CPU (once per model)",
+    "tag": "tagging",
 }
 
 
@@ -250,7 +263,9 @@ def _print_summary(result: Any) -> None:
     err.print(
         f"found {result.found} files: {c['indexed']} indexed, {c['partial']} partial, "
         f"{c['unchanged']} unchanged, {c['moved']} moved, {c['removed']} removed, "
-        f"{c['skipped']} skipped, {c['failed']} failed  ({result.seconds:.1f} s)"
+        f"{c['skipped']} skipped, {c['failed']} failed"
+        + (f", {result.tagged} tagged" if result.tagged else "")
+        + f"  ({result.seconds:.1f} s)"
     )
     if result.problems:
         table = Table(title="Not indexed cleanly", show_lines=False)
@@ -597,3 +612,4 @@ def main(argv: list[str] | None = None) -> None:
 
 # eval, demo and serve live in cli_tools; they join the same app.
 cli_tools.register(app)
+cli_tags.register(app)

@@ -20,6 +20,15 @@ __all__ = ["register"]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _print_demo_tags(listing: Any) -> None:
+    """The most frequent tags of the demo's pictures, per language."""
+    tagged = sum(1 for f in listing.files if f.tags)
+    out.print(f"\n[bold]Tags[/] ({tagged} of {len(listing.files)} pictures tagged; most frequent)")
+    for lang in ("en", "zh"):
+        top = [c for c in listing.counts if c[1] == lang][:12]
+        out.print(f"  {lang}: " + escape(", ".join(f"{label} {n}" for _k, _l, label, n in top)))
+
+
 def register(app: typer.Typer) -> None:
 
     @app.command("eval")
@@ -91,7 +100,9 @@ def register(app: typer.Typer) -> None:
                 out.print(f"\n[bold]{escape(query)}[/]")
                 for rank, h in enumerate(hits, 1):
                     shown = h.path if kept else Path(h.path).name
-                    out.print(f"  {rank}. {h.score:.3f}  {escape(shown)}")
+                    words = ", ".join(t.label for t in h.tags)
+                    out.print(f"  {rank}. {h.score:.3f}  {escape(shown)}  [dim]{escape(words)}[/]")
+            _print_demo_tags(result.tags)
             out.print(f"\nContact sheet: {result.sheet}")
             if not kept:
                 err.print(

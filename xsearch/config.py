@@ -147,6 +147,11 @@ class IndexOptions:
     video_dedup_threshold: float = 0.97
     # Commit to SQLite at least every this many files.
     commit_every: int = 64
+    # Tag new and changed files after indexing (zero-shot tags; see xsearch/tags.py).
+    tag: bool = True
+    # A tag vocabulary file (TSV or JSON, see xsearch/labels.py) to add to the shipped one.
+    # It is copied into the store and used by every later run until another is given.
+    labels: Path | None = None
     # Fields set by tests and benchmarks only.
     extra: Mapping[str, object] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """``xsearch demo``: the whole product offline, with the bundled toy model.
 
-Generates a small folder of emoji pictures, indexes it, runs a few queries in Chinese and
-English, and draws a contact sheet of the top hits.
+Generates a small folder of emoji pictures, indexes it (which tags them), runs a few
+queries in Chinese and English and one by tag, and draws a contact sheet of the top hits.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ from .config import IndexOptions, Settings
 from .engine import Engine
 from .hits import SearchHit
 from .indexer import IndexReport
+from .querylang import Query
+from .tag_sync import TagListing
 
-__all__ = ["DEMO_QUERIES", "DemoResult", "contact_sheet", "run_demo"]
+__all__ = ["DEMO_QUERIES", "DEMO_TAG_QUERY", "DemoResult", "contact_sheet", "run_demo"]
 
 DEMO_QUERIES = ("猫", "汽车", "a red apple", "dog")
+#: Run in the query language: the pictures tagged dog.
+DEMO_TAG_QUERY = "tag:狗"
 _CJK_FONTS = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
     "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
@@ -35,6 +39,8 @@ class DemoResult:
     report: IndexReport
     results: dict[str, list[SearchHit]]
     sheet: Path
+    # The tags of every picture, and how many pictures carry each.
+    tags: TagListing
 
 
 def run_demo(
@@ -58,9 +64,11 @@ def run_demo(
     with Engine(settings) as engine:
         report = engine.index([folder], IndexOptions(workers=0))
         results = {q: engine.search(q, limit=limit) for q in queries}
+        results[DEMO_TAG_QUERY] = engine.search(Query.parse(DEMO_TAG_QUERY), limit=limit)
+        tags = engine.tags(folder)
     sheet = sheet or workdir / "contact-sheet.png"
     contact_sheet(results, sheet)
-    return DemoResult(folder, store, report, results, sheet)
+    return DemoResult(folder, store, report, results, sheet, tags)
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -67,7 +67,7 @@ class QueryEmbedder:
     def query(self, query: Query) -> Vectors:
         """The normalised, weighted sum of the query's term vectors."""
         total: np.ndarray | None = None
-        for term in query.terms:
+        for term in query.vector_terms():
             vector = self._term(query, term) * np.float32(term.weight)
             total = vector if total is None else total + vector
         assert total is not None  # a Query has at least one term

@@ -20,14 +20,14 @@ from .embedding import QueryEmbedder
 from .encoders.assemble import EncoderAssembly
 from .encoders.base import Encoder, Vectors
 from .encoders.profiles import DEFAULT_PROFILE, get_profile
-from .errors import ConfigError, ModelMismatchError, QueryError, StoreNotFoundError
+from .errors import ConfigError, ModelError, ModelMismatchError, QueryError, StoreNotFoundError
 from .filters import SearchFilters
 from .hits import SearchHit
 from .index.manager import IndexManager
 from .index.selector import SelectorPolicy
 from .info import StoreInfo, describe_store
 from .query import SearchRequest, SubsetCache, run_search
-from .querylang import Query, Text
+from .querylang import Query, TagFilter, Text
 from .store.lock import WriterLock
 from .store.reader import StoreReader
 from .store.records import DB_NAME, HitRow, StoreModel
@@ -35,8 +35,10 @@ from .thumbs import thumbnail
 
 if TYPE_CHECKING:
     from .indexer import FileOutcome, IndexReport, Progress
+    from .labels import Vocabulary
     from .ray_pipeline import RayOptions
     from .store.repository import Store
+    from .tag_sync import TagContext, TagListing
 
 __all__ = ["Engine", "StoreInfo"]
 
@@ -64,6 +66,7 @@ class Engine:
         self._subsets = SubsetCache()
         self._encoder_notices: list[str] = []
         self._on_prepare: Callable[[], None] | None = None
+        self._vocabulary: Vocabulary | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -247,7 +250,13 @@ class Engine:
         from .indexer import Indexer, Progress
 
         started = time.monotonic()
+        options = options or IndexOptions()
         store = self._writable_store(create=True)
+        if options.labels is not None:
+            from .tag_sync import keep_labels_file
+
+            keep_labels_file(self.location, options.labels)
+            self._vocabulary = None
 
         def preparing() -> None:
             if on_progress is not None:
@@ -265,22 +274,26 @@ class Engine:
                 self._claim_store_for_encoder(store)
                 return self.encoder
 
-            index_options = options or IndexOptions()
             stage = None
             if ray is not None:
                 from .ray_pipeline import RayStage
 
-                stage = RayStage(ray[0], self.settings, index_options, ray[1])
+                stage = RayStage(ray[0], self.settings, options, ray[1])
             indexer = Indexer(
                 store,
                 self._index_manager(store),
                 checked_encoder,
-                index_options,
+                options,
                 on_outcome=on_outcome,
                 on_progress=on_progress,
                 embed_stage=stage,
             )
             report = indexer.run(roots)
+            if options.tag and not report.cancelled:
+                try:
+                    report.tagged = self._sync_tags(store, on_progress)
+                except KeyboardInterrupt:
+                    report.cancelled = True  # the files tagged so far keep their tags
         report.seconds = time.monotonic() - started  # loading the model included
         return report
 
@@ -358,6 +371,8 @@ class Engine:
             merged = replace(merged, media_type=media_type)
         if min_score is not None:
             merged = replace(merged, min_score=min_score)
+        if query is not None and query.tag_filters():
+            merged = self._with_tag_filters(query, merged)
         request = SearchRequest(
             limit=limit, filters=merged, frames=frames, hybrid=hybrid, collapse=collapse
         )
@@ -368,7 +383,7 @@ class Engine:
             assert query is not None
             vector = self.embed_query(query)
         keywords = query.keyword_text() if query is not None else ""
-        return run_search(
+        hits = run_search(
             store,
             self._index_manager(store),
             np.asarray(vector, dtype=np.float32),
@@ -376,6 +391,11 @@ class Engine:
             keywords=keywords,
             cache=self._subsets,
         )
+        tags = store.tags_of([h.id for h in hits]) if hits else {}
+        return [
+            replace(h, tags=tuple(t for t in tags[h.id] if t.start is None)) if tags[h.id] else h
+            for h in hits
+        ]
 
     def warm_up(self) -> None:
         """Load the model and the vector index now, so that the first query is fast."""
@@ -383,6 +403,72 @@ class Engine:
         if store.model() is not None:
             self._index_manager(store).sync()
             self.embed_text("warm up")
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def vocabulary(self) -> Vocabulary:
+        """The tag vocabulary of this store: the shipped one plus a ``--labels`` file."""
+        if self._vocabulary is None:
+            from .tag_sync import store_vocabulary
+
+            parts = get_profile(self.profile_name()).tag_vocabulary
+            self._vocabulary = store_vocabulary(self.location, parts)
+        return self._vocabulary
+
+    def tags(self, path: str | os.PathLike[str] | None = None) -> TagListing:
+        """The tags of the file at ``path``, or of every file below that folder (the whole
+        store for None), with the number of files that carry each tag."""
+        from .filters import under_roots
+        from .tag_sync import list_tags
+
+        return list_tags(self.store(), under_roots([path]) if path is not None else None)
+
+    def _sync_tags(self, store: Store, on_progress: Callable[[Progress], None] | None) -> int:
+        from .indexer import Progress
+        from .tag_sync import sync_tags
+
+        if on_progress is not None:
+            on_progress(Progress("tag", 0, 0))
+        return sync_tags(store, self._tag_context(store))
+
+    def _tag_context(self, store: StoreReader) -> TagContext:
+        from .tag_sync import TagContext
+        from .tags import logit_scale_of
+
+        model = store.model()
+        assert model is not None  # tagging follows indexing, which records the model
+
+        def logit_scale() -> float:
+            profile = get_profile(self.profile_name())
+            try:
+                checkpoint = (
+                    EncoderAssembly(self.settings, notices=[]).model_files(profile).checkpoint
+                )
+            except ModelError:
+                checkpoint = None  # a model without files here (a test's fake): CLIP's 100
+            return logit_scale_of(checkpoint)
+
+        return TagContext(
+            fingerprint=model.fingerprint,
+            vocabulary=self.vocabulary(),
+            encode_texts=lambda texts: self._query_encoder().encode_texts(texts),
+            logit_scale=logit_scale,
+        )
+
+    def _with_tag_filters(self, query: Query, filters: SearchFilters) -> SearchFilters:
+        """``filters`` with the query's ``tag:`` terms, each resolved to its concept key."""
+        wanted, unwanted = list(filters.tags), list(filters.without_tags)
+        for term in query.tag_filters():
+            assert isinstance(term.term, TagFilter)
+            key = self.vocabulary().key_for(term.term.name)
+            if key is None:
+                raise query.error(
+                    term,
+                    f"no tag is called {term.term.name!r}; 'xsearch tags' lists the tags "
+                    "of the store",
+                )
+            (wanted if term.weight > 0 else unwanted).append(key)
+        return replace(filters, tags=tuple(wanted), without_tags=tuple(unwanted))
 
     # -- files, for the server ---------------------------------------------------------------
 

@@ -35,6 +35,10 @@ class SearchFilters:
     before: float | None = None
     # Cosine similarity below which a result is dropped.
     min_score: float | None = None
+    # Tag concept keys (``tag:beach``): a file must have every one of ``tags`` (on the file
+    # or a segment) and none of ``without_tags``. Checked by the store, not by ``matches``.
+    tags: tuple[str, ...] = ()
+    without_tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.media_type is not None and self.media_type not in MEDIA_TYPES:
@@ -46,7 +50,12 @@ class SearchFilters:
     def restricts_files(self) -> bool:
         """True when some files are excluded whatever their score."""
         return bool(
-            self.media_type or self.under or self.after is not None or self.before is not None
+            self.media_type
+            or self.under
+            or self.after is not None
+            or self.before is not None
+            or self.tags
+            or self.without_tags
         )
 
     def matches(

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tags import Tag
+
 __all__ = ["SearchHit", "Segment", "results_document"]
 
 
@@ -51,6 +53,8 @@ class SearchHit:
     duplicates: tuple[int, ...] = ()
     # Rank among keyword matches on path words and EXIF text (hybrid search), 1 = best.
     keyword_rank: int | None = None
+    # The file's own zero-shot tags (not its segments'), both languages, best first.
+    tags: tuple[Tag, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -75,6 +79,8 @@ class SearchHit:
             doc["duplicate_ids"] = list(self.duplicates)
         if self.keyword_rank is not None:
             doc["keyword_rank"] = self.keyword_rank
+        if self.tags:
+            doc["tags"] = [t.to_json() for t in self.tags]
         return doc
 
 

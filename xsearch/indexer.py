@@ -69,7 +69,7 @@ class FileOutcome:
 @dataclass(frozen=True)
 class Progress:
     # "scan"; "model" (loading it); "prepare" (its one-time int8 export for this CPU, which
-    # the Engine reports); "embed".
+    # the Engine reports); "embed"; "tag" (the files' tags, after indexing).
     stage: str
     done: int
     total: int
@@ -87,6 +87,7 @@ class IndexReport:
     seconds: float = 0.0  # set by Engine.index: the whole call, loading the model included
     cancelled: bool = False
     encoder_calls: int = 0
+    tagged: int = 0  # files given their tags after indexing (set by Engine.index)
 
     @property
     def ok(self) -> bool:

@@ -38,6 +38,7 @@ from .errors import LabelsFileError
 
 __all__ = [
     "LANGUAGES",
+    "SHIPPED_PARTS",
     "Concept",
     "Language",
     "Vocabulary",
@@ -48,7 +49,8 @@ __all__ = [
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
-_SHIPPED_PARTS = ("emoji.tsv", "everyday.tsv", "imagenet.tsv")
+#: The parts of the shipped vocabulary, most specific first.
+SHIPPED_PARTS = ("emoji", "everyday", "imagenet")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 
 
@@ -248,12 +250,16 @@ def load_labels_file(path: Path) -> Vocabulary:
 
 
 @functools.cache
-def shipped_vocabulary() -> Vocabulary:
-    """The vocabulary that comes with xsearch (about 1,300 concepts)."""
+def shipped_vocabulary(parts: tuple[str, ...] = ()) -> Vocabulary:
+    """The vocabulary that comes with xsearch (1,322 concepts), or only some of its parts."""
+    unknown = set(parts) - set(SHIPPED_PARTS)
+    if unknown:
+        raise ValueError(f"no vocabulary part {sorted(unknown)}; there are {SHIPPED_PARTS}")
     folder = resources.files("xsearch") / "data" / "labels"
     concepts: list[Concept] = []
-    for part in _SHIPPED_PARTS:
-        concepts += _parse_tsv((folder / part).read_text(encoding="utf-8"), part)
+    for part in parts or SHIPPED_PARTS:
+        name = f"{part}.tsv"
+        concepts += _parse_tsv((folder / name).read_text(encoding="utf-8"), name)
     raw = json.loads((folder / "templates.json").read_text(encoding="utf-8"))
     templates = {lang: tuple(raw[lang]) for lang in LANGUAGES}
     return Vocabulary(tuple(_dedupe(concepts)), templates)
@@ -267,9 +273,9 @@ def _dedupe(concepts: Iterable[Concept]) -> list[Concept]:
     return list(out.values())
 
 
-def vocabulary(user_files: Sequence[Path] = ()) -> Vocabulary:
-    """The shipped vocabulary extended by the user's files, in order."""
-    vocab = shipped_vocabulary()
+def vocabulary(user_files: Sequence[Path] = (), *, parts: tuple[str, ...] = ()) -> Vocabulary:
+    """The shipped vocabulary (all of it, or ``parts``) extended by the user's files."""
+    vocab = shipped_vocabulary(parts)
     for path in user_files:
         vocab = vocab.extended(load_labels_file(path))
     return vocab

@@ -144,11 +144,16 @@ class _Candidates:
         self.min_score = filters.min_score
         self.total = len(index.sync())
         self.exact: tuple[np.ndarray, np.ndarray] | None = None
+        # Vector ids a tag filter lets through, where the index is over-fetched: tags are
+        # not among the fields that ``SearchFilters.matches`` checks on each hit.
+        self.allowed: np.ndarray | None = None
         if filters.restricts_files and self.total:
             subset = _subset(store, filters, self.total, cache)
             if subset.matrix is not None:
                 self.exact = _rank_exactly(subset.ids, subset.matrix, self.query)
                 self.total = len(subset.ids)
+            elif filters.tags or filters.without_tags:
+                self.allowed = subset.ids
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The best ``k`` (scores, ids), and whether nothing further could be found."""
@@ -159,7 +164,10 @@ class _Candidates:
             found_scores, found_ids = self.index.search(self.query, k)
             scores = np.asarray(found_scores[0], dtype=np.float32)
             ids = np.asarray(found_ids[0], dtype=np.int64)
-            scores, ids = scores[ids >= 0], ids[ids >= 0]
+            keep = ids >= 0
+            if self.allowed is not None:
+                keep &= np.isin(ids, self.allowed)
+            scores, ids = scores[keep], ids[keep]
         done = k >= self.total or (
             self.min_score is not None and len(scores) > 0 and scores[-1] < self.min_score
         )

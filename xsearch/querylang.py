@@ -9,6 +9,7 @@ One grammar serves the CLI, the library and the HTTP API::
     atom    = quoted                     "any text, \\" and \\\\ escaped"   (always text)
             | "image:" (word | quoted)   image:pool.jpg   image:"my photos/pool.jpg"
             | "id:" digits               id:42            (a file already in the store)
+            | "tag:" (word | quoted)     tag:beach  tag:海滩  tag:"ice cream"  (a filter)
             | path                       ./pool.jpg  ../a.png  /x/y.jpg  ~/z.jpg  pool.jpg
             | phrase                     words up to the next sign: red car at night
 
@@ -16,6 +17,10 @@ A number and a colon at the start of a term is a weight: quote text such as ``"1
 A *path* is one word that starts with ``/``, ``./``, ``../`` or ``~/``, or ends in an image
 extension. Quote it to search for the words instead (``"IMG_0001.jpg"``). Inside a phrase,
 ``-`` and ``+`` only act as signs when they stand alone, so ``t-shirt`` stays one word.
+
+A ``tag:`` term filters instead of scoring: ``+ tag:beach`` keeps only files tagged with
+that concept (its name in English or Chinese, or its key), ``- tag:night`` drops those
+tagged night; a query of tags alone ranks the tagged files by their names as text.
 
 Example: ``2:beach + ./pool.jpg - night`` looks for a beach, like pool.jpg, not at night.
 Each term's vector is normalised, scaled by its signed weight and summed; the sum is
@@ -37,6 +42,7 @@ __all__ = [
     "ImagePath",
     "MediaRef",
     "Query",
+    "TagFilter",
     "Term",
     "Text",
     "WeightedTerm",
@@ -94,7 +100,14 @@ class MediaRef:
     media_id: int
 
 
-Term = Text | ImagePath | ImageData | MediaRef
+@dataclass(frozen=True)
+class TagFilter:
+    """``tag:NAME``: files with (or, subtracted, without) a tag, in either language."""
+
+    name: str
+
+
+Term = Text | ImagePath | ImageData | MediaRef | TagFilter
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,8 @@ class Query:
                 raise QueryError("A text term of the query is empty.")
             if isinstance(t.term, ImagePath) and not t.term.path:
                 raise QueryError("An image term of the query has no file name.")
+            if isinstance(t.term, TagFilter) and not t.term.name.strip():
+                raise QueryError("A tag: term of the query has no tag name.")
         if all(t.weight < 0 for t in self.terms):
             raise QueryError(
                 "Every term of the query is subtracted; add something to look for, "
@@ -156,6 +171,23 @@ class Query:
         return " ".join(
             t.term.text for t in self.terms if isinstance(t.term, Text) and t.weight > 0
         )
+
+    def tag_filters(self) -> list[WeightedTerm]:
+        """The ``tag:`` terms: positive ones are required, subtracted ones excluded."""
+        return [t for t in self.terms if isinstance(t.term, TagFilter)]
+
+    def vector_terms(self) -> list[WeightedTerm]:
+        """The terms that are embedded; for a query of tags alone, the positive tag names
+        as text (the tagged files are then ranked by how well they show it)."""
+        terms = [t for t in self.terms if not isinstance(t.term, TagFilter)]
+        if any(t.weight > 0 for t in terms):
+            return terms
+        names = [
+            replace(t, term=Text(t.term.name))
+            for t in self.tag_filters()
+            if t.weight > 0 and isinstance(t.term, TagFilter)
+        ]
+        return [*terms, *names]
 
     def error(self, term: WeightedTerm, problem: str) -> QueryError:
         """An error about one term, pointing at it in the query text when that is known."""
@@ -224,11 +256,11 @@ def _is_path(word: str) -> bool:
 
 
 def _is_prefixed(word: str) -> bool:
-    return word.startswith(("image:", "id:")) or bool(_WEIGHT.match(word))
+    return word.startswith(("image:", "id:", "tag:")) or bool(_WEIGHT.match(word))
 
 
 def _is_special(word: str) -> bool:
-    """A word that must start a term of its own: a path, image:, id: or a weight."""
+    """A word that must start a term of its own: a path, image:, id:, tag: or a weight."""
     return _is_path(word) or _is_prefixed(word)
 
 
@@ -306,19 +338,25 @@ class _Parser:
                 raise self.fail(tok.start, "the quoted text is empty")
             return Text(tok.text), tok.end
         word = tok.text
-        for prefix in ("image:", "id:"):
+        for prefix in ("image:", "id:", "tag:"):
             if word.startswith(prefix):
                 rest, at = word[len(prefix) :], tok.start + len(prefix)
                 if prefix == "id:":
                     if not rest.isascii() or not rest.isdigit():
                         raise self.fail(at, "id: needs the number of a file in the store")
                     return MediaRef(int(rest)), tok.end
+                make = ImagePath if prefix == "image:" else TagFilter
                 if rest:
-                    return ImagePath(rest), tok.end
+                    return make(rest), tok.end
                 quoted = self.adjacent_quoted(tok)
-                if quoted is None or not quoted.text:
-                    raise self.fail(at, 'image: needs a file name, e.g. image:"my photo.jpg"')
-                return ImagePath(quoted.text), quoted.end
+                empty = quoted is None or not (
+                    quoted.text if make is ImagePath else quoted.text.strip()
+                )
+                if quoted is None or empty:
+                    example = 'image:"my photo.jpg"' if make is ImagePath else 'tag:"ice cream"'
+                    what = "a file name" if make is ImagePath else "a tag name"
+                    raise self.fail(at, f"{prefix} needs {what}, e.g. {example}")
+                return make(quoted.text), quoted.end
         if _is_path(word):
             return ImagePath(word), tok.end
         return self.phrase(tok)
@@ -364,6 +402,10 @@ def _format_term(term: Term) -> str:
         return "image:" + _quote(p)
     if isinstance(term, MediaRef):
         return f"id:{term.media_id}"
+    if isinstance(term, TagFilter):
+        n = term.name
+        bare = n and '"' not in n and not any(c.isspace() for c in n)
+        return "tag:" + (n if bare else _quote(n))
     raise QueryError(f"The {term.label} cannot be written as query text.")
 
 

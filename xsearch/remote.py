@@ -31,6 +31,7 @@ from . import __version__
 from .config import Settings
 from .errors import XSearchError
 from .hits import SearchHit, Segment
+from .tags import Tag
 
 __all__ = [
     "ADVERT_NAME",
@@ -290,6 +291,7 @@ def _hit_from_json(doc: dict[str, Any]) -> SearchHit:
             "path_bytes": base64.b64decode(doc["path_bytes"], validate=True),
             "segments": tuple(Segment(*s) for s in doc["segments"]),
             "duplicates": tuple(doc["duplicates"]),
+            "tags": tuple(Tag(**t) for t in doc.get("tags", ())),
         }
     )
 

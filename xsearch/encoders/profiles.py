@@ -63,6 +63,9 @@ class ModelProfile:
     # Approximate image-tower cost per image.
     image_gflops: float | None = None
     aliases: tuple[str, ...] = field(default=())
+    # The parts of the shipped tag vocabulary (``xsearch/data/labels/PART.tsv``) that the
+    # model knows; empty: all of them. A model that never saw a word tags nonsense with it.
+    tag_vocabulary: tuple[str, ...] = ()
 
     @property
     def downloads(self) -> bool:
@@ -161,6 +164,8 @@ _BUILTIN: tuple[ModelProfile, ...] = (
         description="Tiny CLIP trained on generated emoji pictures with English and Chinese "
         "captions. Ships with xsearch for tests and the offline demo; not a general model.",
         quality="see xsearch/models/toy_bilingual/MODEL_CARD.md",
+        # It learnt the 49 emoji concepts only (bench/tags.py measures the full vocabulary).
+        tag_vocabulary=("emoji",),
     ),
 )
 

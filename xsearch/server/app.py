@@ -287,6 +287,29 @@ def create_app(engine: Engine, options: ServerOptions | None = None) -> FastAPI:
         mime = mimetypes.guess_type(media.display_path)[0] or "application/octet-stream"
         return FileResponse(path, media_type=mime, content_disposition_type="inline")
 
+    @app.get("/api/tags", summary="The tags of the store, or below a folder, with file counts")
+    def tags(
+        under: Annotated[
+            str | None, Param(description="Only files at or below this folder (or file).")
+        ] = None,
+        lang: Annotated[str | None, Param(pattern="^(en|zh)?$")] = None,
+        files: Annotated[bool, Param(description="Also list every file with its tags.")] = False,
+        limit: Annotated[int, Param(ge=1, le=10_000, description="Most tags counted.")] = 200,
+    ) -> dict[str, Any]:
+        """``{"counts": [{"key", "lang", "label", "files"}], "files": [...]}``, most
+        frequent tag first; ``files`` only when asked for. A path only filters, it is
+        never read."""
+        listing = engine.tags(under or None)
+        counts = [c for c in listing.counts if not lang or c[1] == lang][:limit]
+        doc: dict[str, Any] = {
+            "counts": [{"key": k, "lang": la, "label": lb, "files": n} for k, la, lb, n in counts],
+            "tagged_files": sum(1 for f in listing.files if f.tags),
+            "total_files": len(listing.files),
+        }
+        if files:
+            doc["files"] = [f.to_json() for f in listing.files]
+        return doc
+
     @app.get("/api/status", summary="What the store holds, and which model serves it")
     def status() -> dict[str, Any]:
         return {

@@ -7,9 +7,11 @@ characters and overlapping pairs (as Lucene's CJK analyser does) before SQLite s
 "京都市" is indexed as 京 都 市 京都 都市, and a query for 京都 finds it. Porter stemming
 lets "weddings" find "wedding".
 
-The table ``media_fts`` (rowid = media id) is created by migration 0002; a trigger removes
-a file's row when the file leaves the store, and :func:`apply` writes rows in the same
-transaction as the store's own writes.
+The table ``media_fts`` (rowid = media id) is created by migration 0002, and migration 0003
+gives it a second column, ``tags``: the names of a file's zero-shot tags in both languages
+(:func:`apply_tags`), so keyword search finds "海滩" in a picture that shows a beach. A
+trigger removes a file's row when the file leaves the store, and :func:`apply` writes rows
+in the same transaction as the store's own writes, keeping the tag words of a moved file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "TOKENIZER",
     "FtsDocument",
     "apply",
+    "apply_tags",
+    "clear_tags",
     "document_words",
     "documents",
     "exif_text",
@@ -180,8 +184,27 @@ def apply(session: Session, docs: Sequence[FtsDocument]) -> None:
     for doc in docs:
         session.execute(
             text(
-                f"INSERT OR REPLACE INTO {FTS_TABLE}(rowid, words) "
-                "SELECT id, :words FROM media WHERE path = :path"
+                f"INSERT OR REPLACE INTO {FTS_TABLE}(rowid, words, tags) "
+                f"SELECT m.id, :words, (SELECT f.tags FROM {FTS_TABLE} f WHERE f.rowid = m.id) "
+                "FROM media m WHERE m.path = :path"
             ),
             {"words": doc.words, "path": doc.path},
         )
+
+
+def apply_tags(session: Session, media_id: int, labels: Iterable[str]) -> None:
+    """Make the names of a file's tags its ``tags`` words (inside the caller's transaction)."""
+    from sqlalchemy import text
+
+    words = " ".join(_tokens(" ".join(dict.fromkeys(labels)), for_query=False))
+    session.execute(
+        text(f"UPDATE {FTS_TABLE} SET tags = :words WHERE rowid = :id"),
+        {"words": words, "id": media_id},
+    )
+
+
+def clear_tags(session: Session) -> None:
+    """Drop the tag words of every file (before the store is tagged anew)."""
+    from sqlalchemy import text
+
+    session.execute(text(f"UPDATE {FTS_TABLE} SET tags = NULL"))

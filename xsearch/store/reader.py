@@ -24,6 +24,7 @@ import numpy as np
 from ..encoders.base import Vectors
 from ..errors import StoreCorruptError, StoreError, StoreNotFoundError
 from ..filters import SearchFilters
+from ..tags import Tag
 from . import fts
 from .records import DB_NAME, FileState, HitRow, StoreModel
 
@@ -32,7 +33,7 @@ __all__ = ["KNOWN_HEAD", "StoreReader", "revision_of"]
 #: The newest revision in migrations/versions. A store at this revision is read without
 #: importing alembic or SQLAlchemy; any other is migrated first (``repository.Store``). A test
 #: checks it against alembic's own answer.
-KNOWN_HEAD = "0002"
+KNOWN_HEAD = "0003"
 
 # SQLite's historical limit on bound parameters per statement is 999.
 _IN_CHUNK = 900
@@ -269,6 +270,58 @@ class StoreReader:
         )
         return [int(r[0]) for r in rows]
 
+    # -- tags ------------------------------------------------------------------------------
+
+    def tagger(self) -> str | None:
+        """The identity of the tagger that made the stored tags (None: never tagged)."""
+        value = self._value("SELECT value FROM store_meta WHERE key = 'tagger'")
+        return str(value) if value is not None else None
+
+    def untagged_media_ids(self) -> list[int]:
+        """Files that the current tagger has not tagged yet, in id order."""
+        rows = self._rows(
+            "SELECT m.id FROM media m LEFT JOIN tagged_media t ON t.media_id = m.id "
+            "WHERE t.media_id IS NULL ORDER BY m.id"
+        )
+        return [int(r[0]) for r in rows]
+
+    def media_under(self, roots: Sequence[bytes] | None) -> list[HitRow]:
+        """One row per file at or below ``roots`` (every file for None), in path order."""
+        where, params = _prefix_filter("m.path", roots) if roots is not None else ("1", [])
+        rows = self._rows(
+            f"SELECT {_HIT_COLUMNS} FROM media m JOIN vectors v ON v.id = "
+            "(SELECT min(id) FROM vectors WHERE media_id = m.id) "
+            f"WHERE {where} ORDER BY m.path",
+            params,
+        )
+        return [_hit_row(row) for row in rows]
+
+    def tags_of(self, media_ids: Sequence[int]) -> dict[int, list[Tag]]:
+        """The stored tags of files: the file's own first (best first), then segments."""
+        out: dict[int, list[Tag]] = {int(m): [] for m in media_ids}
+        for part in _chunks(list(out)):
+            rows = self._rows(
+                "SELECT media_id, label_key, label, lang, score, seg_start, seg_end FROM tags "
+                f"WHERE media_id IN ({_marks(part)}) "
+                "ORDER BY media_id, seg_start IS NOT NULL, seg_start, score DESC, id",
+                part,
+            )
+            for media_id, *fields in rows:
+                out[media_id].append(Tag(*fields))
+        return out
+
+    def tag_counts(self, roots: Sequence[bytes] | None) -> list[tuple[str, str, str, int]]:
+        """(key, language, label, number of files) of the tags at or below ``roots``,
+        most frequent first."""
+        where, params = _prefix_filter("m.path", roots) if roots is not None else ("1", [])
+        rows = self._rows(
+            "SELECT t.label_key, t.lang, t.label, count(DISTINCT t.media_id) AS n "
+            f"FROM tags t JOIN media m ON m.id = t.media_id WHERE {where} "
+            "GROUP BY t.label_key, t.lang, t.label ORDER BY n DESC, t.label_key, t.lang",
+            params,
+        )
+        return [(str(k), str(lang), str(label), int(n)) for k, lang, label, n in rows]
+
 
 def _prefix_filter(column: str, roots: Sequence[bytes]) -> tuple[str, list[bytes]]:
     """Rows whose path is one of ``roots`` or lies below one of them (byte-wise)."""
@@ -292,6 +345,12 @@ def _media_conditions(filters: SearchFilters) -> tuple[str, list[Any]]:
         where, under = _prefix_filter("m.path", filters.under)
         conditions.append(where)
         params += under
+    for key in filters.tags:
+        conditions.append("m.id IN (SELECT media_id FROM tags WHERE label_key = ?)")
+        params.append(key)
+    for key in filters.without_tags:
+        conditions.append("m.id NOT IN (SELECT media_id FROM tags WHERE label_key = ?)")
+        params.append(key)
     when = "coalesce(m.captured_at, m.mtime_ns / 1e9)"
     if filters.after is not None:
         conditions.append(f"{when} >= ?")

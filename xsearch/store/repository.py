@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, select, update
@@ -23,7 +24,10 @@ from ..errors import StoreCorruptError, StoreError, StoreNotFoundError
 from . import fts, migrate
 from .reader import StoreReader
 from .records import DB_NAME, FrameVector, MediaRecord, StoreModel, WriteBatch, WriteResult
-from .schema import Failure, Media, StoreMeta, Vector
+from .schema import Failure, Media, StoreMeta, Tag, TaggedMedia, Vector
+
+if TYPE_CHECKING:
+    from .. import tags as tagging
 
 __all__ = ["Store"]
 
@@ -174,3 +178,37 @@ class Store(StoreReader):
         with Session(self.engine) as s, s.begin():
             for start in range(0, len(paths), 900):
                 s.execute(delete(Failure).where(Failure.path.in_(paths[start : start + 900])))
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def reset_tags(self, tagger: str) -> None:
+        """Forget every tag: the store is to be tagged again by ``tagger`` (its identity)."""
+        with Session(self.engine) as s, s.begin():
+            s.execute(delete(Tag))
+            s.execute(delete(TaggedMedia))
+            s.merge(StoreMeta(key="tagger", value=tagger))
+            fts.clear_tags(s)
+
+    def write_tags(self, tagged: Sequence[tuple[int, Sequence[tagging.Tag]]]) -> None:
+        """Replace the tags of files (``(media id, tags)``) and mark them tagged, in one
+        transaction; files that left the store meanwhile are skipped."""
+        with Session(self.engine) as s, s.begin():
+            present = set(s.scalars(select(Media.id).where(Media.id.in_([m for m, _ in tagged]))))
+            for media_id, tags in tagged:
+                if media_id not in present:
+                    continue
+                s.execute(delete(Tag).where(Tag.media_id == media_id))
+                s.add_all(
+                    Tag(
+                        media_id=media_id,
+                        seg_start=t.start,
+                        seg_end=t.end,
+                        lang=t.lang,
+                        label_key=t.key,
+                        label=t.label,
+                        score=t.score,
+                    )
+                    for t in tags
+                )
+                s.merge(TaggedMedia(media_id=media_id))
+                fts.apply_tags(s, media_id, (t.label for t in tags))

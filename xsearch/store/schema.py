@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Failure", "Media", "StoreMeta", "Vector"]
+__all__ = ["Base", "Failure", "Media", "StoreMeta", "Tag", "TaggedMedia", "Vector"]
 
 
 class Base(DeclarativeBase):
@@ -70,3 +70,31 @@ class Failure(Base):
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
     failed_at: Mapped[float] = mapped_column(Float)
+
+
+class Tag(Base):
+    """One zero-shot tag of a file (``seg_start`` null) or of one of its video segments."""
+
+    __tablename__ = "tags"
+    __table_args__ = (
+        Index("ix_tags_label_key", "label_key"),
+        Index("ix_tags_media_id", "media_id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    seg_start: Mapped[float | None] = mapped_column(Float)
+    seg_end: Mapped[float | None] = mapped_column(Float)
+    lang: Mapped[str] = mapped_column(String(8))
+    # The language-neutral concept key; ``label`` is its shown name in ``lang``.
+    label_key: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class TaggedMedia(Base):
+    """A file that the store's current tagger has tagged (with or without any tag)."""
+
+    __tablename__ = "tagged_media"
+    media_id: Mapped[int] = mapped_column(
+        ForeignKey("media.id", ondelete="CASCADE"), primary_key=True
+    )

@@ -82,6 +82,40 @@ async function run(url, init) {
   }
 }
 
+// A tag as query text: tag:beach, or tag:"ice cream" for a name with spaces.
+function tagQuery(label) {
+  return /[\s"]/.test(label) ? `tag:"${label.replace(/["\\]/g, "\\$&")}"` : `tag:${label}`;
+}
+
+function searchTag(label) {
+  $("q").value = tagQuery(label);
+  search();
+}
+
+function tagButton(label, title) {
+  const button = el("button", { className: "tag", type: "button", textContent: label, title });
+  button.dataset.tag = label;
+  button.addEventListener("click", () => searchTag(label));
+  return button;
+}
+
+async function loadTagCloud() {
+  const lang = $("tag-lang").value;
+  try {
+    const doc = await callApi(`/api/tags?lang=${lang}&limit=40`);
+    const most = Math.max(1, ...doc.counts.map((c) => c.files));
+    $("tag-cloud").replaceChildren(...doc.counts.map((c) => {
+      const button = tagButton(c.label, `${c.files} file${c.files === 1 ? "" : "s"}`);
+      // Font size grows with the share of files, between 0.8 and 1.6 em.
+      button.style.fontSize = `${(0.8 + 0.8 * c.files / most).toFixed(2)}em`;
+      return button;
+    }));
+    $("tag-cloud").dataset.lang = lang;
+  } catch (error) {
+    $("tag-cloud").replaceChildren();
+  }
+}
+
 function moreLikeThis(id) {
   $("q").value = `id:${id}`;
   search();
@@ -120,9 +154,13 @@ function card(hit) {
   const more = el("button", { className: "more", type: "button", textContent: "More like this" });
   more.addEventListener("click", () => moreLikeThis(hit.id));
 
+  const lang = $("tag-lang").value;
+  const tags = el("div", { className: "tags" },
+    ...(hit.tags || []).filter((t) => t.lang === lang).slice(0, 3)
+      .map((t) => tagButton(t.label, `score ${t.score.toFixed(2)}`)));
   const item = el("li", { className: "card" }, thumb,
     el("div", { className: "meta" }, el("span", { className: "name", textContent: name, title: hit.path }),
-      folderButton, more));
+      folderButton, tags, more));
   item.dataset.id = hit.id;
   item.dataset.type = hit.media_type;
   item.dataset.start = start;
@@ -169,6 +207,11 @@ async function showStatus() {
 form.addEventListener("submit", (event) => { event.preventDefault(); search(); });
 for (const name of ["type", "hybrid", "collapse"]) $(name).addEventListener("change", () => search());
 $("under").addEventListener("change", () => search());
+$("tag-lang").addEventListener("change", () => {
+  localStorage.setItem("xsearch-tag-lang", $("tag-lang").value);
+  loadTagCloud();
+  render({ results: lastResults });
+});
 $("image").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) searchByImage(file);
@@ -182,5 +225,8 @@ window.addEventListener("popstate", () => {
 });
 
 writeForm(new URLSearchParams(location.search));
+$("tag-lang").value = localStorage.getItem("xsearch-tag-lang")
+  || (navigator.language.startsWith("zh") ? "zh" : "en");
 showStatus();
+loadTagCloud();
 if ($("q").value) search(false);
