@@ -69,8 +69,8 @@ def _encode_onnx(model: Any, pixels: Any, tokens: Any, batch: int) -> tuple[Any,
     run by ONNX Runtime in the product's chunks; texts in fp32 (what differs is images)."""
     import tempfile
 
-    from xsearch.encoders.onnx_export import _export_onnx, _quantise
-    from xsearch.encoders.openclip import _ImageTower
+    from xsearch.encoders.onnx_backend.onnx_export import _export_onnx, _quantise
+    from xsearch.encoders.torch_backend.openclip import _ImageTower
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -90,8 +90,8 @@ def _encode_written(
     from safetensors.torch import save_file
 
     from xsearch.encoders.checkpoint import Checkpoint
-    from xsearch.encoders.onnx_export import _cpu_has_vnni
-    from xsearch.encoders.onnx_graphs import Int8Plan, image_spec, write_image_graph
+    from xsearch.encoders.onnx_backend.onnx_export import _cpu_has_vnni
+    from xsearch.encoders.onnx_backend.onnx_graphs import Int8Plan, image_spec, write_image_graph
 
     with tempfile.TemporaryDirectory() as tmp:
         weights, graph = Path(tmp) / "w.safetensors", Path(tmp) / "visual.onnx"
@@ -108,7 +108,7 @@ def _encode_written(
 def _run_graph(path: Path, pixels: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
     """Unit image vectors of an ONNX image graph, in the product's chunks, and images/s."""
     from xsearch.encoders.base import l2_normalise
-    from xsearch.encoders.onnx_int8 import open_session, run_session
+    from xsearch.encoders.onnx_backend.onnx_int8 import open_session, run_session
 
     session = open_session(path)
     run_session(session, pixels[:2])

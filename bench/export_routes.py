@@ -64,7 +64,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 def _unpatched_quantiser() -> None:
     """ONNX Runtime's own per-channel loop: ``_quantise`` imports the patch at each call."""
-    from xsearch.encoders import per_channel
+    from xsearch.encoders.onnx_backend import per_channel
 
     per_channel.vectorised_per_channel = contextlib.nullcontext  # type: ignore[assignment]
 
@@ -73,7 +73,7 @@ def _dynamo_exporter() -> None:
     """``torch.onnx.export(dynamo=True)`` in place of the TorchScript exporter."""
     import torch
 
-    from xsearch.encoders import onnx_export
+    from xsearch.encoders.onnx_backend import onnx_export
 
     def export(
         tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
@@ -106,8 +106,8 @@ def _dynamo_exporter() -> None:
 
 
 def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, Any]:
-    from xsearch.encoders import onnx_export
     from xsearch.encoders.model_files import HubOptions, resolve_files
+    from xsearch.encoders.onnx_backend import onnx_export
     from xsearch.encoders.profiles import get_profile
 
     profile = get_profile(PROFILE)
@@ -129,7 +129,7 @@ def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, An
             _unpatched_quantiser()
         if route == "dynamo":
             _dynamo_exporter()
-        from xsearch.encoders.openclip import OpenClipEncoder
+        from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
         encoder = OpenClipEncoder(profile, hub=hub, device="cpu")
         if tower == "image":
@@ -169,10 +169,10 @@ def _references(cache: Path) -> dict[str, Any]:
     """The fp32 torch towers' vectors of the probe pictures and texts, and their inputs."""
     import torch
 
-    from xsearch.encoders import onnx_export
     from xsearch.encoders.model_files import HubOptions
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.onnx_backend import onnx_export
     from xsearch.encoders.profiles import get_profile
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
     encoder = OpenClipEncoder(get_profile(PROFILE), hub=HubOptions(cache_dir=cache), device="cpu")
     image, cfg = encoder.fp32_image_model()
@@ -198,7 +198,12 @@ class _Graphs:
     """One route's int8 sessions, opened as xsearch opens them."""
 
     def __init__(self, folder: Path, towers: tuple[str, ...]) -> None:
-        from xsearch.encoders.onnx_int8 import MODEL_FILE, TextExport, TextSessions, open_session
+        from xsearch.encoders.onnx_backend.onnx_int8 import (
+            MODEL_FILE,
+            TextExport,
+            TextSessions,
+            open_session,
+        )
 
         self.image: Any = None
         self.text: Any = None
@@ -213,7 +218,7 @@ class _Graphs:
             self.ops["text"] = _op_counts(export.model_path(export.lengths[-1]))
 
     def images_per_s(self, pixels: np.ndarray) -> float:
-        from xsearch.encoders.onnx_int8 import run_session
+        from xsearch.encoders.onnx_backend.onnx_int8 import run_session
 
         batch = pixels[:_BATCH]
         run_session(self.image, batch[:2])  # the first call allocates
@@ -234,7 +239,7 @@ def _rotated(items: tuple[str, ...], by: int) -> list[str]:
 
 
 def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    from xsearch.encoders.onnx_export import agreement
+    from xsearch.encoders.onnx_backend.onnx_export import agreement
 
     a = agreement(reference, candidate)
     return {
@@ -284,7 +289,7 @@ def measure(
     for route in working:
         agreement[route] = {}
         if "image" in towers:
-            from xsearch.encoders.onnx_int8 import run_session
+            from xsearch.encoders.onnx_backend.onnx_int8 import run_session
 
             int8 = run_session(graphs[route].image, refs["pixels"])
             agreement[route]["image"] = _agreement(refs["image"], int8)

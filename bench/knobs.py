@@ -50,7 +50,7 @@ def draft() -> None:
     import torch
 
     from xsearch import get_profile
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
     from xsearch.media.images import decode_image
 
     from .child import bench_profile
@@ -79,7 +79,7 @@ def text() -> None:
     import open_clip
     import torch
 
-    from xsearch.encoders.openclip import _encode_text_trimmed
+    from xsearch.encoders.torch_backend.openclip import _encode_text_trimmed
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None).eval()

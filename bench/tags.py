@@ -19,8 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from xsearch.encoders.openclip import OpenClipEncoder
 from xsearch.encoders.profiles import get_profile
+from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 from xsearch.labels import LANGUAGES, shipped_vocabulary
 from xsearch.tag_eval import calibration_table, embed_scenes, top_tag_figures
 from xsearch.tags import Tagger, label_banks, logit_scale_of

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from xsearch import Engine, Settings, get_profile
-from xsearch.encoders.openclip import OpenClipEncoder, cpu_has_fast_bf16
+from xsearch.encoders.torch_backend.openclip import OpenClipEncoder, cpu_has_fast_bf16
 from xsearch.errors import ConfigError
 
 from .conftest import TINY

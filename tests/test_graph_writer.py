@@ -26,10 +26,11 @@ from typer.testing import CliRunner
 
 from xsearch import Engine, ModelProfile, Settings, register_profile
 from xsearch.cli import app
-from xsearch.encoders import model_files, onnx_export, onnx_graphs
+from xsearch.encoders import model_files
 from xsearch.encoders.checkpoint import Checkpoint
 from xsearch.encoders.model_files import HubOptions, resolve_files
-from xsearch.encoders.onnx_int8 import WRITTEN, Int8Encoder, TextExport
+from xsearch.encoders.onnx_backend import onnx_export, onnx_graphs
+from xsearch.encoders.onnx_backend.onnx_int8 import WRITTEN, Int8Encoder, TextExport
 from xsearch.encoders.profiles import get_profile, list_profiles
 
 from .conftest import DATA
@@ -307,7 +308,7 @@ def test_without_open_clip_s_files_the_registry_comes_from_open_clip_itself(
 
 
 def test_the_identity_found_without_torch_is_the_torch_encoder_s(tmp_path: Path) -> None:
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
     for name in ("toy-bilingual", "tiny-test"):
         profile = get_profile(name)

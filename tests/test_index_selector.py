@@ -324,7 +324,7 @@ def test_bf16_image_tower_agrees_with_fp32(photos: Path) -> None:
     from PIL import Image
 
     from xsearch import get_profile
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
     from xsearch.errors import ModelError
 
     fp32 = OpenClipEncoder(get_profile(TINY), device="cpu", precision="fp32")

@@ -23,11 +23,16 @@ from typer.testing import CliRunner
 
 from xsearch import Engine, IndexOptions, Settings
 from xsearch.cli import app
-from xsearch.encoders import onnx_export, onnx_int8
 from xsearch.encoders.assemble import EncoderAssembly
-from xsearch.encoders.onnx_export import probe_texts
-from xsearch.encoders.onnx_int8 import Int8Encoder, TextExport, TowerExport, used_tokens
-from xsearch.encoders.preprocess import ImagePreprocess
+from xsearch.encoders.onnx_backend import onnx_export, onnx_int8
+from xsearch.encoders.onnx_backend.onnx_export import probe_texts
+from xsearch.encoders.onnx_backend.onnx_int8 import (
+    Int8Encoder,
+    TextExport,
+    TowerExport,
+    used_tokens,
+)
+from xsearch.encoders.onnx_backend.preprocess import ImagePreprocess
 from xsearch.errors import ConfigError
 
 from .conftest import TINY, random_image
@@ -161,7 +166,7 @@ def test_an_export_is_kept_per_int8_instruction_set_and_found_again_by_another_p
     monkeypatch.undo()
     here = onnx_int8.export_directory(tmp_path, TINY, None)
     code = (
-        "import sys; from pathlib import Path; from xsearch.encoders import onnx_int8; "
+        "import sys; from pathlib import Path; from xsearch.encoders.onnx_backend import onnx_int8; "
         "print(onnx_int8.export_directory(Path(sys.argv[1]), sys.argv[2], None))"
     )
     out = subprocess.run(
@@ -322,8 +327,8 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
 def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:
     from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
-    from xsearch.encoders.clip_tokenizer import ClipTokenizer, build_clip_tokenizer
-    from xsearch.encoders.onnx_export import _TRICKY_TEXTS, probe_texts
+    from xsearch.encoders.onnx_backend.clip_tokenizer import ClipTokenizer, build_clip_tokenizer
+    from xsearch.encoders.onnx_backend.onnx_export import _TRICKY_TEXTS, probe_texts
 
     build_clip_tokenizer(Path(default_bpe()), tmp_path / "tokenizer.json")
     texts = [*probe_texts(), *_TRICKY_TEXTS, "A Photo of a CAT", "猫"]
@@ -487,7 +492,7 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
 def test_a_text_tower_that_cannot_be_exported_is_recorded_and_not_retried(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xsearch.encoders.openclip import OpenClipEncoder
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
     monkeypatch.setattr(OpenClipEncoder, "fp32_text_model", lambda self: None)
     settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
@@ -511,7 +516,7 @@ def test_the_vectorised_per_channel_step_writes_onnx_runtime_s_graph_byte_for_by
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from xsearch.encoders import per_channel
+    from xsearch.encoders.onnx_backend import per_channel
 
     calls: list[tuple[int, ...]] = []
     original = per_channel.quantise_channels

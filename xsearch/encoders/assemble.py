@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import ModelError
 from .base import Encoder
-from .export_status import refused_export
-from .onnx_int8 import (
+from .onnx_backend.export_status import refused_export
+from .onnx_backend.onnx_int8 import (
     Agreement,
     Int8Encoder,
     TextExport,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .model_files import HubOptions, ModelFiles
-    from .openclip import OpenClipEncoder
+    from .torch_backend.openclip import OpenClipEncoder
 
 __all__ = ["EncoderAssembly"]
 
@@ -185,7 +185,7 @@ class EncoderAssembly:
     def torch_encoder(self, profile: ModelProfile) -> Encoder:
         # Imported here: torch and open_clip take seconds to import, and most commands
         # (a re-run with nothing new, info, a query answered from the cache) need no model.
-        from .openclip import OpenClipEncoder
+        from .torch_backend.openclip import OpenClipEncoder
 
         return OpenClipEncoder(
             profile,
@@ -242,7 +242,7 @@ def _export_image(
 ) -> TowerExport:
     """The int8 image tower, written from the checkpoint where the graph writer knows the
     model (no torch), else traced from the torch model."""
-    from . import onnx_export
+    from .onnx_backend import onnx_export
 
     spec = onnx_export.direct_image_spec(files)
     if spec is not None:
@@ -254,7 +254,7 @@ def _export_text(
     files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
 ) -> TextExport | None:
     """The same for the text tower; None for towers that have no int8 form here."""
-    from . import onnx_export
+    from .onnx_backend import onnx_export
 
     if files.text_cfg.get("hf_model_name"):
         return None  # a Hugging Face tower (XLM-R, ...): known without building it
@@ -270,7 +270,7 @@ def _input_size(encoder: Encoder) -> int:
 
 def _open_clip(torch_encoder: Callable[[], Encoder]) -> OpenClipEncoder:
     """The torch encoder, which a traced export is made from (torch is imported here)."""
-    from .openclip import OpenClipEncoder
+    from .torch_backend.openclip import OpenClipEncoder
 
     source = torch_encoder()
     assert isinstance(source, OpenClipEncoder)

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ModelError
-from .cpu import INT8_DOT_FLAGS, cpu_has_any
-from .model_files import ModelFiles, open_clip_folder
+from ...errors import ModelError
+from ..cpu import INT8_DOT_FLAGS, cpu_has_any
+from ..model_files import ModelFiles, open_clip_folder
 from .onnx_int8 import (
     MODEL_FILE,
     WRITTEN,
@@ -56,9 +56,9 @@ from .preprocess import SUPPORTED_RESIZE_MODES, ImagePreprocess
 if TYPE_CHECKING:  # torch is imported only by the steps that trace a tower
     import torch
 
-    from .checkpoint import Checkpoint
+    from ..checkpoint import Checkpoint
+    from ..torch_backend.openclip import OpenClipEncoder
     from .onnx_graphs import ImageSpec, TextSpec
-    from .openclip import OpenClipEncoder
 
 __all__ = [
     "direct_image_spec",
@@ -238,7 +238,7 @@ def _is_safetensors(path: Path | None) -> bool:
 
 
 def _checkpoint(files: ModelFiles) -> Checkpoint:
-    from .checkpoint import Checkpoint
+    from ..checkpoint import Checkpoint
 
     assert files.checkpoint is not None
     return Checkpoint(files.checkpoint)
@@ -458,7 +458,7 @@ def probe_texts() -> list[str]:
     """Every class name of the generated pictures in English and Chinese, and captions of a
     few words, of 20 to 60 tokens (beyond the shortest padded length), and beyond the
     context (truncated)."""
-    from .. import synth
+    from ... import synth
 
     texts = [synth.class_query(c, lang) for c in synth.CLASSES for lang in synth.LANGUAGES]
     some = synth.CLASSES[:: max(1, len(synth.CLASSES) // 8)]
@@ -643,7 +643,7 @@ def _cpu_has_vnni() -> bool:
 
 def probe_pixels(preprocess: ImagePreprocess, n: int) -> npt.NDArray[np.float32]:
     """``n`` generated pictures, preprocessed for the model; the same on every machine."""
-    from .. import synth
+    from ... import synth
 
     rng = np.random.default_rng(_PROBE_SEED)
     pictures = [

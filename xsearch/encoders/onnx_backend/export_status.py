@@ -1,6 +1,6 @@
 """Why a model's cached int8 image export is not used on this CPU, found without torch.
 
-:func:`~xsearch.encoders.onnx_int8.current_export` says whether there is an export to use;
+:func:`~xsearch.encoders.onnx_backend.onnx_int8.current_export` says whether there is an export to use;
 this module says what stood in the way where there is none, for ``xsearch info`` and the
 notice of a run that exports anew: one made for another CPU (exports are kept per CPU, see
 ``onnx_int8.this_machine``), one made from a checkpoint that has changed since, a missing

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .checkpoint import Checkpoint
+from ..checkpoint import Checkpoint
 
 __all__ = [
     "ImageSpec",

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import PRECISIONS
-from ..errors import ModelError
-from .base import Vectors, l2_normalise
-from .checkpoint import read_bytes, read_header
-from .cpu import cpu_has_any
-from .model_files import HubOptions, missing_hub_files, required_hub_files, resolve_files
-from .profiles import ModelProfile
+from ...config import PRECISIONS
+from ...errors import ModelError
+from ..base import Vectors, l2_normalise
+from ..checkpoint import read_bytes, read_header
+from ..cpu import cpu_has_any
+from ..model_files import HubOptions, missing_hub_files, required_hub_files, resolve_files
+from ..profiles import ModelProfile
 
 __all__ = [
     "IMAGE",

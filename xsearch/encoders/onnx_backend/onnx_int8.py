@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ModelError
-from .base import Encoder, Vectors, l2_normalise
-from .cpu import cpu_int8_flags, cpu_model
+from ...errors import ModelError
+from ..base import Encoder, Vectors, l2_normalise
+from ..cpu import cpu_int8_flags, cpu_model
 from .preprocess import ImagePreprocess
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The torch backend: open_clip models, on a GPU where there is one."""
