@@ -19,23 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
-from xsearch.encoders.profiles import get_profile
-from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
-from xsearch.labels import LANGUAGES, shipped_vocabulary
-from xsearch.tag_eval import calibration_table, embed_scenes, top_tag_figures
-from xsearch.tags import Tagger, label_banks, logit_scale_of
+from xsearch.labels import LANGUAGES
+from xsearch.tag_eval import TOP_SEED, calibration_table, embed_scenes, top_tag_figures, toy_tagger
 
 RESULTS = Path(__file__).parent / "results"
-CALIBRATION_SEED, TEST_SEED, TOP_SEED = 101, 202, 303
-
-
-def toy_tagger(*, full: bool = False) -> tuple[OpenClipEncoder, Tagger]:
-    """The toy model's tagger: with its own vocabulary (the emoji concepts), or the full one."""
-    profile = get_profile("toy-bilingual")
-    encoder = OpenClipEncoder(profile, device="cpu", precision="fp32")
-    vocab = shipped_vocabulary(() if full else profile.tag_vocabulary)
-    banks = label_banks(vocab, encoder.encode_texts, cache_dir=None, fingerprint="")
-    return encoder, Tagger(banks, logit_scale=logit_scale_of(profile.weights_file))
+CALIBRATION_SEED, TEST_SEED = 101, 202
 
 
 def main() -> None:

@@ -328,3 +328,47 @@ def test_the_demo_prints_tags(tmp_path: Path, runner: CliRunner) -> None:
     assert "tag:狗" in result.output and "Tags (" in result.output
     dogs = result.output.split("tag:狗", 1)[1].split("Tags (", 1)[0]
     assert dogs.count("狗") >= 5  # every hit of tag:狗 shows its tag
+
+
+# -- the measured figures ----------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# One picture of 20 is 0.05: a class may lose three, a mean much less.
+CLASS_MARGIN, MEAN_MARGIN = 0.15, 0.03
+
+
+def _readme_figures() -> dict[str, tuple[float, float, float, float]]:
+    text = README.read_text(encoding="utf-8")
+    table = text.split("<!-- tag-figures", 1)[1].split("<!-- /tag-figures -->", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[1][:1].isdigit():
+            rows[cells[0]] = (float(cells[1]), float(cells[2]), float(cells[3]), float(cells[4]))
+    return rows
+
+
+@requires_toy
+@pytest.mark.slow
+def test_the_top_tag_figures_of_the_readme_hold() -> None:
+    from xsearch.tag_eval import TOP_SEED, embed_scenes, top_tag_figures, toy_tagger
+
+    claimed = _readme_figures()
+    assert set(claimed) == {c.key for c in synth.CLASSES} | {"mean"}
+    encoder, tagger = toy_tagger()
+    scenes = embed_scenes(encoder, per_class=20, seed=TOP_SEED)
+    measured = {lang: top_tag_figures(tagger, scenes, lang) for lang in LANGUAGES}
+    for i, cls in enumerate(synth.CLASSES):
+        en, zh = measured["en"][i], measured["zh"][i]
+        got = (en.precision, en.recall, zh.precision, zh.recall)
+        assert all(g >= c - CLASS_MARGIN for g, c in zip(got, claimed[cls.key], strict=True)), (
+            cls.key,
+            got,
+            claimed[cls.key],
+        )
+    means = [
+        float(np.mean([getattr(f, field) for f in measured[lang]]))
+        for lang in LANGUAGES
+        for field in ("precision", "recall")
+    ]
+    assert all(m >= c - MEAN_MARGIN for m, c in zip(means, claimed["mean"], strict=True)), means

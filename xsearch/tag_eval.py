@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import synth
 from .encoders.base import Encoder, Vectors
 from .labels import LANGUAGES, Language
-from .tags import Calibration, Tagger
+from .tags import Calibration, Tagger, label_banks, logit_scale_of
+
+if TYPE_CHECKING:
+    from .encoders.torch_backend.openclip import OpenClipEncoder
 
 __all__ = [
     "ClassFigures",
@@ -26,9 +30,12 @@ __all__ = [
     "embed_scenes",
     "micro_f1",
     "top_tag_figures",
+    "toy_tagger",
 ]
 
 _METHODS = ("softmax", "margin")
+#: The seed of the pictures behind the README's per-class table.
+TOP_SEED = 303
 
 
 @dataclass(frozen=True)
@@ -153,3 +160,17 @@ def calibration_table(
 def with_calibration(tagger: Tagger, calibration: Calibration) -> Tagger:
     """The same banks and logit scale, another calibration."""
     return Tagger(tagger.banks, logit_scale=tagger.logit_scale, calibration=calibration)
+
+
+def toy_tagger(*, full: bool = False) -> tuple[OpenClipEncoder, Tagger]:
+    """The bundled toy model (torch, fp32) and its tagger, with the vocabulary its profile
+    names (the emoji concepts) or, ``full``, the whole shipped vocabulary."""
+    from .encoders.profiles import get_profile
+    from .encoders.torch_backend.openclip import OpenClipEncoder
+    from .labels import shipped_vocabulary
+
+    profile = get_profile("toy-bilingual")
+    encoder = OpenClipEncoder(profile, device="cpu", precision="fp32")
+    vocab = shipped_vocabulary(() if full else profile.tag_vocabulary)
+    banks = label_banks(vocab, encoder.encode_texts, cache_dir=None, fingerprint="")
+    return encoder, Tagger(banks, logit_scale=logit_scale_of(profile.weights_file))
