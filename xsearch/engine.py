@@ -473,6 +473,8 @@ class Engine:
                 embed_stage=stage,
             )
             report = indexer.run(roots)
+            if stage is not None:
+                report.work_by_node = stage.work_by_node
         report.seconds = time.monotonic() - started  # loading the model included
         return report
 

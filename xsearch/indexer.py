@@ -87,6 +87,8 @@ class IndexReport:
     seconds: float = 0.0  # set by Engine.index: the whole call, loading the model included
     cancelled: bool = False
     encoder_calls: int = 0
+    # On Ray: node id → how many files it decoded and embedded ("decoded", "embedded").
+    work_by_node: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
