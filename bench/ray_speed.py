@@ -11,8 +11,13 @@ rates per run:
 
 - ``end_to_end``: files over the child's whole life (start-up, Ray's start, model load);
 - ``indexing``: files over ``Engine.index`` (a Ray instance already up, as on a cluster);
-- ``steady``: files between the first and the last commit, the model loaded and the
-  pipeline full (where a long run spends its time).
+- ``steady``: files over the second half of the run (from the first commit past 150 files
+  to the last), the model loaded and the pipeline full: where a long run spends its time.
+
+``--commit-rate N`` measures the single driver's ceiling: N files (hard links to the 300
+photos) committed through ``Indexer.commit`` in blocks of 64 with 512-d vectors that
+arrive instantly, into SQLite and a flat index (the EXIF text read for keyword search
+included), as a Ray run's driver commits them.
 
 ``--two-node`` also runs one Ray indexing on a ``ray.cluster_utils.Cluster`` of two nodes
 on this machine (two logical CPUs each, so four on two cores: it shows where work goes, not
@@ -152,25 +157,96 @@ def _cluster_child(workdir: Path) -> None:
     )
 
 
+class _InstantVectors:
+    """An encoder stand-in for the commit measurement: 512-d, never called."""
+
+    profile_name = "bench-commit"
+    fingerprint = "bench-commit-512"
+    dim = 512
+
+
+def commit_rate(workdir: Path, n: int) -> dict[str, Any]:
+    """Files per second that one driver commits (SQLite, keyword text, vector index)."""
+    import time
+
+    import numpy as np
+
+    from xsearch import Engine, IndexOptions, Progress, Settings
+    from xsearch.indexer import Indexer
+    from xsearch.pipeline import Decoded, WorkItem
+
+    photos = sorted(make_photos(workdir / "photos_300_1600x1200", 300, [(1600, 1200)]).iterdir())
+    links = workdir / f"commit_links_{n}"
+    links.mkdir(exist_ok=True)
+    for i in range(n):
+        link = links / f"l{i:07d}.jpg"
+        if not link.exists():
+            os.link(photos[i % len(photos)], link)
+    store = workdir / "store_commit_rate"
+    shutil.rmtree(store, ignore_errors=True)
+    rng = np.random.default_rng(0)
+
+    def instant(work: list[WorkItem], _encoder: Any) -> Any:
+        for start in range(0, len(work), 64):
+            block = []
+            for item in work[start : start + 64]:
+                vec = rng.standard_normal((1, 512)).astype(np.float32)
+                vec /= np.linalg.norm(vec)
+                block.append((Decoded(item.key, item.path, content_hash=f"{item.key:064x}"), vec))
+            yield block
+
+    commits: list[float] = []
+    encoder: Any = _InstantVectors()
+    with Engine(Settings(store=store, index_kind="flat"), encoder=encoder) as engine:
+        writer = engine._writable_store(create=True)
+        engine._claim_store_for_encoder(writer)
+
+        def on_progress(p: Progress) -> None:
+            if p.stage == "embed" and p.done:
+                commits.append(time.perf_counter())
+
+        indexer = Indexer(
+            writer,
+            engine._index_manager(writer),
+            lambda: encoder,
+            IndexOptions(),
+            on_progress=on_progress,
+            embed_stage=instant,
+        )
+        started = time.perf_counter()
+        report = indexer.run([links])
+        seconds = time.perf_counter() - started
+    assert report.counts["indexed"] == n, report.counts
+    rate = (n - 64) / (commits[-1] - commits[0])
+    doc = {"files": n, "run_s": seconds, "commits_per_s_files": rate}
+    print(f"commit rate: {rate:.0f} files/s over {n} files ({seconds:.1f} s run)", flush=True)
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ray_speed")
     parser.add_argument("--attempts", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/xsearch-bench"))
     parser.add_argument("--two-node", action="store_true")
     parser.add_argument("--no-pairs", action="store_true")
+    parser.add_argument("--commit-rate", type=int, default=0, metavar="N")
     parser.add_argument("--cluster-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cluster_child is not None:
         _cluster_child(args.cluster_child)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {}
+    out = RESULTS / "ray_speed.json"
+    # Sections not run this time keep their last results.
+    doc: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     if not args.no_pairs:
         doc["pairs"] = pairs(args.workdir, args.attempts)
     if args.two_node:
         doc["two_node"] = two_node(args.workdir)
+    if args.commit_rate:
+        doc["commit_rate"] = commit_rate(args.workdir, args.commit_rate)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ray_speed.json").write_text(json.dumps(doc, indent=2, default=str))
+    out.write_text(json.dumps(doc, indent=2, default=str))
 
 
 if __name__ == "__main__":
