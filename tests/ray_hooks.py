@@ -2,7 +2,7 @@
 test model profiles and makes the decoder misbehave for files named for it.
 
 ``boom`` in a file's name aborts the decoding process (as a crashing native decoder does);
-``slow`` makes its decoding take 0.2 s longer, so that a test can act while a run is going.
+``slow`` makes its decoding take 0.1 s longer, so that a test can act while a run is going.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.conftest import _register_tiny
 
-SLOW_S = 0.2
+SLOW_S = 0.1
 
 
 def setup() -> None:

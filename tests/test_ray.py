@@ -165,7 +165,10 @@ def test_a_killed_embed_actor_loses_and_doubles_nothing(cluster: str, tmp_path: 
 
     with Engine(Settings(store=tmp_path / "s", model=TINY, device="cpu")) as engine:
         report = engine.index(
-            [folder], IndexOptions(commit_every=4), on_progress=kill_once, ray="local"
+            [folder],
+            IndexOptions(commit_every=4, batch_size=4),  # blocks come back one by one
+            on_progress=kill_once,
+            ray="local",
         )
     assert killed, "the run ended before the actor could be killed"
     assert report.counts["indexed"] == 48 and not report.problems
@@ -183,14 +186,14 @@ DRIVER = textwrap.dedent(
     from xsearch import Engine, IndexOptions, Settings
     ray.init(address=sys.argv[1], runtime_env={runtime_env!r}, log_to_driver=False)
     with Engine(Settings(store=Path(sys.argv[2]), model="tiny-test", device="cpu")) as e:
-        e.index([Path(sys.argv[3])], IndexOptions(commit_every=4), ray="auto")
+        e.index([Path(sys.argv[3])], IndexOptions(commit_every=4, batch_size=4), ray="auto")
     """
 )
 
 
 def test_a_killed_driver_resumes_with_exact_counts(cluster: str, tmp_path: Path) -> None:
     folder = tmp_path / "lib"
-    for i in range(40):
+    for i in range(48):
         random_image(folder / f"slow{i:02d}.jpg", i)
     store = tmp_path / "s"
     script = tmp_path / "driver.py"
@@ -209,12 +212,12 @@ def test_a_killed_driver_resumes_with_exact_counts(cluster: str, tmp_path: Path)
     finally:
         proc.kill()
     before = media_rows(store / DB_NAME)
-    assert 0 < before < 40
+    assert 0 < before < 48
     report, _ = _index(store, folder, "local")
-    assert report.counts["unchanged"] + report.counts["indexed"] == 40
-    assert report.counts["indexed"] == 40 - before
+    assert report.counts["unchanged"] + report.counts["indexed"] == 48
+    assert report.counts["indexed"] == 48 - before
     files, vectors = _rows(store)
-    assert len(files) == len(vectors) == 40
+    assert len(files) == len(vectors) == 48
 
 
 def test_ray_without_the_extra_says_how_to_install_it(

@@ -289,6 +289,8 @@ class Engine:
                 embed_stage=stage,
             )
             report = indexer.run(roots)
+            if stage is not None:
+                report.work_by_node = stage.work_by_node
             if options.tag and not report.cancelled:
                 try:
                     report.tagged = self._sync_tags(store, on_progress)

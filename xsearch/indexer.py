@@ -88,6 +88,8 @@ class IndexReport:
     cancelled: bool = False
     encoder_calls: int = 0
     tagged: int = 0  # files given their tags after indexing (set by Engine.index)
+    # On Ray: node id → how many files it decoded and embedded ("decoded", "embedded").
+    work_by_node: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

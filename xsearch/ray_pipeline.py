@@ -53,6 +53,9 @@ class RayOptions:
     block_items: int = BLOCK_ITEMS
     # Embedding actors; None: one per GPU, else one per four CPUs of the cluster (at least 1).
     embed_actors: int | None = None
+    # Decode tasks at a time; None: one per CPU of the cluster. Equal to ``embed_actors``,
+    # Ray Data fuses decoding into the actors (no separate tasks, no pipelining).
+    decode_tasks: int | None = None
     # CPUs a local instance may use; None: all of this machine's.
     local_cpus: int | None = None
 
@@ -156,6 +159,8 @@ class RayStage:
         self._settings = settings
         self._index = index
         self._options = options
+        # Ray node id → files it decoded and embedded ("decoded", "embedded"), for the report.
+        self.work_by_node: dict[str, dict[str, int]] = {}
 
     def __call__(self, work: list[WorkItem], encoder: Encoder) -> Iterator[Sequence[Embedded]]:
         data = self._ray.data
@@ -181,6 +186,7 @@ class RayStage:
             _decode_batch,
             fn_kwargs={"preprocess": preprocess, "opts": opts},
             batch_size=None,
+            compute=data.TaskPoolStrategy(size=self._options.decode_tasks or cpus),
             num_cpus=1,
             zero_copy_batch=True,
         )
@@ -190,12 +196,16 @@ class RayStage:
         embedded = decoded.map_batches(
             _Embed,
             fn_constructor_kwargs={"spec": encoder_spec(self._settings, encoder)},
-            batch_size=max(1, batch // 2),
+            batch_size=batch,
             compute=data.ActorPoolStrategy(size=actors),
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
         for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            for stage, column in (("decoded", "decode_node"), ("embedded", "embed_node")):
+                for node in block[column]:
+                    counts = self.work_by_node.setdefault(str(node), {})
+                    counts[stage] = counts.get(stage, 0) + 1
             yield [pickle.loads(raw) for raw in block["result"]]
 
 
@@ -217,7 +227,10 @@ def _decode_batch(
         transform: Preprocess = pickle.loads(preprocess)
         pool = _POOLS[key] = DecodeWorkers(transform, opts, 1)
     results = list(pool.decode(items))
-    return {"decoded": _objects([pickle.dumps(d, protocol=5) for d in results])}
+    return {
+        "decoded": _objects([pickle.dumps(d, protocol=5) for d in results]),
+        "decode_node": _objects([_node_id()] * len(results)),
+    }
 
 
 class _Embed:
@@ -238,10 +251,20 @@ class _Embed:
         for d in decoded:
             d.pixels = None  # the driver needs the metadata, not the pixels back
             out.append(pickle.dumps((d, vectors.get(d.key)), protocol=5))
-        return {"result": _objects(out)}
+        return {
+            "result": _objects(out),
+            "decode_node": batch["decode_node"],
+            "embed_node": _objects([_node_id()] * len(out)),
+        }
 
 
-def _objects(values: list[bytes]) -> np.ndarray:
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _objects(values: Sequence[object]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
