@@ -74,12 +74,17 @@ def _dynamo_exporter() -> None:
     import torch
 
     from xsearch.encoders.onnx_backend import onnx_export
+    from xsearch.encoders.torch_backend import openclip
 
     def export(
         tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
     ) -> None:
         fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
+        trim = openclip._trailing_padding_trimmed
+        # torch.export refuses the text tower's data-dependent trim of trailing padding; the
+        # example has none, so the trim is the identity the TorchScript tracer records too.
+        openclip._trailing_padding_trimmed = lambda tokens, pad_id: tokens
         try:
             with torch.no_grad():
                 program = torch.onnx.export(
@@ -100,9 +105,29 @@ def _dynamo_exporter() -> None:
             assert program is not None
             program.save(str(path))
         finally:
+            openclip._trailing_padding_trimmed = trim
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
-    onnx_export._export_onnx = export  # type: ignore[assignment]
+    onnx_export._export_onnx = export
+
+
+def _timed_stages() -> dict[str, float]:
+    """Seconds spent in the torch routes' two library steps, summed over their graphs."""
+    from xsearch.encoders.onnx_backend import onnx_export
+
+    spent = {"onnx_export_s": 0.0, "quantise_s": 0.0}
+    for name, key in (("_export_onnx", "onnx_export_s"), ("_quantise", "quantise_s")):
+        step = getattr(onnx_export, name)
+
+        def timed(*args: Any, _step: Any = step, _key: str = key, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _step(*args, **kwargs)
+            finally:
+                spent[_key] += time.perf_counter() - started
+
+        setattr(onnx_export, name, timed)
+    return spent
 
 
 def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, Any]:
@@ -113,6 +138,7 @@ def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, An
     profile = get_profile(PROFILE)
     hub = HubOptions(cache_dir=cache)
     started = time.perf_counter()
+    stages: dict[str, float] = {}
     if route == "written":
         files = resolve_files(profile, None, hub)
         if tower == "image":
@@ -129,6 +155,7 @@ def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, An
             _unpatched_quantiser()
         if route == "dynamo":
             _dynamo_exporter()
+        stages = _timed_stages()
         from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
         encoder = OpenClipEncoder(profile, hub=hub, device="cpu")
@@ -141,6 +168,7 @@ def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, An
     agreement = done.agreement
     return {
         "export_s": time.perf_counter() - started,
+        **stages,
         "torch_imported": "torch" in sys.modules,
         "own_gate": {"cosine_min": agreement.cosine_min, "cosine_mean": agreement.cosine_mean},
     }
@@ -194,6 +222,23 @@ def _op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in graph.node).items()))
 
 
+def _run_op_counts(path: Path) -> dict[str, int]:
+    """The op counts of the graph ONNX Runtime runs for ``path``, after its own fusions (as
+    xsearch's sessions are opened: every optimisation level on)."""
+    import onnxruntime as ort
+
+    optimised = path.with_name(path.stem + ".ort-optimised.onnx")
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(optimised)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return _op_counts(optimised)
+    finally:
+        optimised.unlink(missing_ok=True)
+        optimised.with_name(optimised.name + ".data").unlink(missing_ok=True)
+
+
 class _Graphs:
     """One route's int8 sessions, opened as xsearch opens them."""
 
@@ -211,20 +256,25 @@ class _Graphs:
         if "image" in towers:
             self.image = open_session(folder / "image" / MODEL_FILE)
             self.ops["image"] = _op_counts(folder / "image" / MODEL_FILE)
+            self.ops["image run"] = _run_op_counts(folder / "image" / MODEL_FILE)
         if "text" in towers:
             export = TextExport.load(folder / "text")
             assert export is not None, f"no text export in {folder / 'text'}"
             self.text = TextSessions(export)
             self.ops["text"] = _op_counts(export.model_path(export.lengths[-1]))
+            self.ops["text run"] = _run_op_counts(export.model_path(export.lengths[-1]))
 
     def images_per_s(self, pixels: np.ndarray) -> float:
         from xsearch.encoders.onnx_backend.onnx_int8 import run_session
 
         batch = pixels[:_BATCH]
         run_session(self.image, batch[:2])  # the first call allocates
-        started = time.perf_counter()
-        run_session(self.image, batch)
-        return len(batch) / (time.perf_counter() - started)
+        rates = []
+        for _ in range(3):
+            started = time.perf_counter()
+            run_session(self.image, batch)
+            rates.append(len(batch) / (time.perf_counter() - started))
+        return statistics.median(rates)
 
     def ms_per_text(self, tokens: np.ndarray) -> float:
         self.text.encode(tokens[:1])
@@ -256,12 +306,16 @@ def measure(
     routes: tuple[str, ...],
     towers: tuple[str, ...],
     dynamo_path: Path | None,
+    speed_reps: int | None = None,
+    earlier: dict[str, Any] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
+    """Exports (``reps`` rounds; or ``earlier``'s, its graphs still in ``workdir``), then
+    ``speed_reps`` rounds of the graphs' speed, then their agreement."""
     cache = workdir / "hub"
     fake_weights(cache, PROFILE)
-    exports: list[dict[str, Any]] = []
-    for rep in range(reps):
+    exports: list[dict[str, Any]] = list(earlier["exports"]) if earlier else []
+    for rep in range(0 if earlier else reps):
         for tower in towers:
             for route in _rotated(routes, rep):
                 folder = workdir / "graphs" / route / tower
@@ -276,7 +330,7 @@ def measure(
     refs = _references(cache)
     graphs = {r: _Graphs(workdir / "graphs" / r, towers) for r in working}
     speeds: list[dict[str, Any]] = []
-    for rep in range(reps):
+    for rep in range(speed_reps or reps):
         for route in _rotated(working, rep):
             row: dict[str, Any] = {"rep": rep, "route": route}
             if "image" in towers:
@@ -299,6 +353,7 @@ def measure(
     return {
         "profile": PROFILE,
         "reps": reps,
+        "speed_reps": speed_reps or reps,
         "exports": exports,
         "speeds": speeds,
         "agreement": agreement,
@@ -327,14 +382,28 @@ def _summary(
                 "export_s": _median([e["export_s"] for e in good]),
                 "process_s": _median([e["process_s"] for e in good]),
                 "peak_mb": _median([e["peak_mb"] for e in good]),
+                **{
+                    stage: _median([e[stage] for e in good if stage in e])
+                    for stage in ("onnx_export_s", "quantise_s")
+                    if any(stage in e for e in good)
+                },
                 "errors": [e["error"] for e in done if "error" in e],
             }
         mine = [s for s in speeds if s["route"] == route]
-        if "image" in towers:
-            out[route]["image"]["images_per_s"] = _median([s["images_per_s"] for s in mine])
-        if "text" in towers:
-            out[route]["text"]["ms_per_text"] = _median([s["ms_per_text"] for s in mine])
+        for tower, key in (("image", "images_per_s"), ("text", "ms_per_text")):
+            if tower in towers:
+                out[route][tower][key] = _median([s[key] for s in mine])
+                out[route][tower]["to_written"] = _median(_ratios(speeds, route, key))
     return out
+
+
+def _ratios(speeds: list[dict[str, Any]], route: str, key: str) -> list[float]:
+    """``route``'s figure over the written graph's of the same round (neighbours in time
+    share the machine's load)."""
+    by_rep: dict[int, dict[str, float]] = {}
+    for s in speeds:
+        by_rep.setdefault(s["rep"], {})[s["route"]] = s[key]
+    return [r[route] / r["written"] for r in by_rep.values() if route in r and "written" in r]
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -345,7 +414,7 @@ def table(result: dict[str, Any]) -> str:
     """One row per route and tower: medians, and the agreement of the graph with fp32."""
     head = (
         "| route | tower | export s (in process) | process s | peak PSS MB "
-        "| int8 speed | cosine min / mean | top-10 kept | nodes |"
+        "| int8 speed | cosine min / mean | top-10 kept | nodes (file / run) |"
     )
     lines = [head, "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for route, towers in result["summary"].items():
@@ -356,10 +425,11 @@ def table(result: dict[str, Any]) -> str:
                 f"{_fmt(s.get('images_per_s'), '.1f')} images/s"
                 if tower == "image"
                 else f"{_fmt(s.get('ms_per_text'), '.2f')} ms/text"
-            )
+            ) + f" ({_fmt(s.get('to_written'), '.3f')}× written)"
             cos = f"{agree['cosine_min']:.5f} / {agree['cosine_mean']:.5f}" if agree else "–"
             kept = f"{agree['neighbours_kept']:.3f}" if agree else "–"
-            nodes = str(sum(ops.values())) if ops else "–"
+            run_ops = result["ops"].get(route, {}).get(f"{tower} run")
+            nodes = f"{sum(ops.values())} / {sum(run_ops.values())}" if ops and run_ops else "–"
             if s["errors"]:
                 speed = f"failed: {s['errors'][0][0][:60]}"
             lines.append(
@@ -374,7 +444,7 @@ def op_differences(result: dict[str, Any]) -> str:
     """The op types whose counts differ between the routes' graphs, per tower."""
     lines = []
     ops = result["ops"]
-    for tower in TOWERS:
+    for tower in (*TOWERS, *(f"{t} run" for t in TOWERS)):
         have = {r: o[tower] for r, o in ops.items() if tower in o}
         kinds = sorted({k for o in have.values() for k in o})
         differing = [k for k in kinds if len({o.get(k, 0) for o in have.values()}) > 1]
@@ -405,7 +475,14 @@ def main(argv: list[str] | None = None) -> None:
         help="a folder holding onnxscript and onnx_ir (pip install --target) for dynamo",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "export_routes.json")
+    parser.add_argument("--speed-reps", type=int, default=None, help="rounds of speed (--reps)")
+    parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="keep --out's exports (their graphs still in --workdir), measure speed again",
+    )
     args = parser.parse_args(argv)
+    earlier = json.loads(args.out.read_text()) if args.speed_only else None
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     def log(message: str) -> None:
@@ -417,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
         routes=tuple(args.routes),
         towers=tuple(args.towers),
         dynamo_path=args.dynamo_path if args.dynamo_path.is_dir() else None,
+        speed_reps=args.speed_reps,
+        earlier=earlier,
         log=log,
     )
     result["machine"] = {
