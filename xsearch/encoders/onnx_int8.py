@@ -267,6 +267,10 @@ class TextExport:
     tokenizer: str | None = None
     made_by: str = TRACED
     dynamic: bool = False
+    # What ``tokenizer`` is: open_clip's CLIP tokenizer ("clip", ``clip_tokenizer.py``) or a
+    # Hugging Face tower's own ("hf", ``hf_tokenizer.py``), and that one's text cleaning.
+    tokenizer_kind: str = "clip"
+    tokenizer_clean: str = "whitespace"
 
     def model_path(self, length: int) -> Path:
         if self.dynamic:
@@ -292,6 +296,8 @@ class TextExport:
             "tokenizer": self.tokenizer,
             "made_by": self.made_by,
             "dynamic": self.dynamic,
+            "tokenizer_kind": self.tokenizer_kind,
+            "tokenizer_clean": self.tokenizer_clean,
         }
         _write_atomically(self.directory / TEXT_RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -312,6 +318,8 @@ class TextExport:
                 tokenizer=doc["tokenizer"],
                 made_by=str(doc.get("made_by", TRACED)),
                 dynamic=bool(doc.get("dynamic", False)),
+                tokenizer_kind=str(doc.get("tokenizer_kind", "clip")),
+                tokenizer_clean=str(doc.get("tokenizer_clean", "whitespace")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -371,7 +379,16 @@ class TextSessions:
         self.export = export
         self._sessions: dict[Path, Any] = {}
         self.tokenize: Callable[[Sequence[str]], npt.NDArray[np.int64]] | None = None
-        if export.tokenizer is not None:
+        if export.tokenizer is not None and export.tokenizer_kind == "hf":
+            from .hf_tokenizer import HFFileTokenizer
+
+            self.tokenize = HFFileTokenizer(
+                export.directory / export.tokenizer,
+                export.context_length,
+                export.pad_id,
+                export.tokenizer_clean,
+            )
+        elif export.tokenizer is not None:
             from .clip_tokenizer import ClipTokenizer
 
             self.tokenize = ClipTokenizer(
