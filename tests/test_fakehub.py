@@ -16,6 +16,8 @@ import pytest
 
 from bench.fakehub import TEXT_REPOS, fake_text_repo, fake_weights
 from xsearch.encoders.model_files import missing_hub_files, model_config
+from xsearch.encoders.onnx_backend.hf_text_export import MULTILINGUAL_QUERIES
+from xsearch.encoders.onnx_backend.onnx_int8 import TextExport
 from xsearch.encoders.profiles import DEFAULT_PROFILE, get_profile, list_profiles
 from xsearch.synth import generate_folder
 
@@ -75,6 +77,68 @@ def test_the_default_profile_indexes_and_answers_offline(hf_home: Path, indexed:
     hits = json.loads(done.stdout)["results"]
     assert len(hits) == 3
     assert all(Path(h["path"]).parent == indexed / "pics" for h in hits)
+
+
+def _text_export(indexed: Path) -> TextExport:
+    folders = list((Path(os.environ["XSEARCH_CACHE"]) / "onnx").glob(f"{DEFAULT_PROFILE}-*"))
+    exports = [e for e in map(TextExport.load, folders) if e is not None]
+    assert len(exports) == 1, folders
+    return exports[0]
+
+
+def test_the_default_text_tower_is_int8_and_agrees_with_torch(indexed: Path) -> None:
+    export = _text_export(indexed)
+    assert export.dynamic and export.pad_id == 1 and export.context_length == 77
+    # Random weights: the figures say the graph computes what torch does, not quality.
+    assert export.agreement.holds, export.agreement
+    assert export.agreement.neighbours_kept >= 0.9
+    assert export.agreement.pictures >= len(MULTILINGUAL_QUERIES)
+    # The model's own tokenizer, saved: it gave open_clip's ids on every probe text.
+    assert (export.tokenizer, export.tokenizer_kind) == ("tokenizer.json", "hf")
+
+
+_NO_TORCH_QUERY = """
+import json, sys
+from pathlib import Path
+from xsearch import Engine, Settings
+with Engine(Settings.from_env(store=Path(sys.argv[1]))) as engine:
+    hits = [engine.search(q, limit=2) for q in sys.argv[2:]]
+    precision = engine.encoder.text_precision
+heavy = sorted(m for m in ("torch", "transformers", "open_clip") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "precision": precision, "hits": [len(h) for h in hits]}))
+"""
+
+
+def test_a_default_text_query_imports_neither_torch_nor_transformers(
+    hf_home: Path, indexed: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH_QUERY, str(indexed / "index_data"), *QUERIES],
+        cwd=indexed,
+        env=cli_env(hf_home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"heavy": [], "precision": "int8", "hits": [2] * len(QUERIES)}
+
+
+def test_the_saved_tokenizer_gives_open_clips_ids(hf_home: Path, indexed: Path) -> None:
+    from xsearch.encoders.model_files import HubOptions
+    from xsearch.encoders.onnx_backend.hf_text_export import probe_set
+    from xsearch.encoders.onnx_backend.hf_tokenizer import HFFileTokenizer
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
+
+    export = _text_export(indexed)
+    assert export.tokenizer is not None
+    copy = HFFileTokenizer(export.directory / export.tokenizer, 77, 1, "whitespace")
+    encoder = OpenClipEncoder(
+        get_profile(DEFAULT_PROFILE), device="cpu", hub=HubOptions(cache_dir=hf_home / "hub")
+    )
+    texts = [*probe_set(), "Ｔｈｅ  ＣＡＴ", "a  cat\n", " ".join(["long"] * 200)]
+    assert (copy(texts) == encoder.tokenize(texts)).all()
 
 
 def _tokenizer_kinds() -> list[str]:

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["EncoderAssembly"]
 
 _NOT_A_CLIP_TEXT_TOWER = (
-    "only causal CLIP text towers are exported to int8; this one stays on torch"
+    "only causal CLIP text towers and Hugging Face text towers are exported to int8; "
+    "this one stays on torch"
 )
 
 
@@ -145,7 +146,7 @@ class EncoderAssembly:
         # Made while indexing, so that no query ever waits for an export. If it fails,
         # queries stay on torch; indexing goes on.
         try:
-            text = _export_text(files, torch_encoder, directory)
+            text = self._export_text(files, torch_encoder, directory)
             if text is None:
                 mark_text_not_exported(directory, _NOT_A_CLIP_TEXT_TOWER)
         except ModelError as exc:
@@ -156,6 +157,23 @@ class EncoderAssembly:
             self._notices.append(
                 f"Prepared its int8 text tower too ({text.agreement.describe('texts')})."
             )
+
+    def _export_text(
+        self, files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
+    ) -> TextExport | None:
+        """The same for the text tower; None for towers that have no int8 form here. A
+        Hugging Face tower (XLM-R, ...) is traced in a child process (hf_text_export.py)."""
+        from .onnx_backend import onnx_export
+
+        if files.text_cfg.get("hf_model_name"):
+            from .onnx_backend.hf_text_export import HFTextJob, make_int8_hf_text_export
+
+            job = HFTextJob(files.profile.name, self.settings.checkpoint, self.hub(), directory)
+            return make_int8_hf_text_export(job)
+        spec = onnx_export.direct_text_spec(files)
+        if spec is not None:
+            return onnx_export.make_int8_text_export_direct(files, spec, directory)
+        return onnx_export.make_int8_text_export(_open_clip(torch_encoder), directory)
 
     def hub(self) -> HubOptions:
         from .model_files import HubOptions
@@ -248,20 +266,6 @@ def _export_image(
     if spec is not None:
         return onnx_export.make_int8_export_direct(files, spec, directory)
     return onnx_export.make_int8_export(_open_clip(torch_encoder), directory)
-
-
-def _export_text(
-    files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
-) -> TextExport | None:
-    """The same for the text tower; None for towers that have no int8 form here."""
-    from .onnx_backend import onnx_export
-
-    if files.text_cfg.get("hf_model_name"):
-        return None  # a Hugging Face tower (XLM-R, ...): known without building it
-    spec = onnx_export.direct_text_spec(files)
-    if spec is not None:
-        return onnx_export.make_int8_text_export_direct(files, spec, directory)
-    return onnx_export.make_int8_text_export(_open_clip(torch_encoder), directory)
 
 
 def _input_size(encoder: Encoder) -> int:
