@@ -174,7 +174,8 @@ class RayStage:
             video_interval=self._index.video_interval,
             draft_size=_draft_size(encoder),
         )
-        preprocess = pickle.dumps(encoder.preprocess)  # cloudpickle-free: a plain transform
+        # Pickled once: a task unpickles it only where its worker has no decode pool for it.
+        preprocess = pickle.dumps(encoder.preprocess)
         resources = self._ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 1))
