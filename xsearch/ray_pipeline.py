@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
 from collections.abc import Iterator, Sequence
@@ -94,7 +95,13 @@ def connect(options: RayOptions) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    # Ray's INFO notes ("Started a local Ray instance") would only interleave with the run's
+    # own progress; its warnings still show. Workers' output stays in Ray's log files.
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
     if options.address == "local":
         kwargs["num_cpus"] = options.local_cpus or os.cpu_count() or 1
     else:
