@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
 from .encoders.profiles import ModelProfile, get_profile, register_profile
-from .errors import ConfigError, RayUnavailableError, XSearchError
+from .errors import ConfigError, RayRunError, RayUnavailableError, XSearchError
 from .indexer import Embedded, _draft_size
 from .pipeline import Decoded, DecodeOptions, Preprocess, WorkItem, embed_decoded
 from .workers import DecodeWorkers
@@ -209,12 +210,33 @@ class RayStage:
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
-        for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            for stage, column in (("decoded", "decode_node"), ("embedded", "embed_node")):
-                for node in block[column]:
-                    counts = self.work_by_node.setdefault(str(node), {})
-                    counts[stage] = counts.get(stage, 0) + 1
-            yield [pickle.loads(raw) for raw in block["result"]]
+        # The run's boundary: whatever Ray raises (an actor that cannot start, a lost node)
+        # stops the run as one error; what the driver committed stays.
+        try:
+            for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+                self._count(block)
+                yield [pickle.loads(raw) for raw in block["result"]]
+        except self._ray.exceptions.RayError as exc:
+            raise RayRunError(self._options.address, _cause(exc)) from exc
+
+    def _count(self, block: dict[str, np.ndarray]) -> None:
+        for stage, column in (("decoded", "decode_node"), ("embedded", "embed_node")):
+            for node in block[column]:
+                counts = self.work_by_node.setdefault(str(node), {})
+                counts[stage] = counts.get(stage, 0) + 1
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of a Ray error that names the original exception (xsearch's own message
+    where it is one), else its first line."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("xsearch.errors.")]
+    if ours:
+        return ours[-1].split(": ", 1)[-1]
+    return lines[0] if lines else type(exc).__name__
 
 
 # -- what runs on the workers ----------------------------------------------------------------
