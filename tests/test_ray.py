@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xsearch import Engine, IndexOptions, Progress, RayUnavailableError, Settings
+from xsearch import Engine, IndexOptions, Progress, RayRunError, RayUnavailableError, Settings
 from xsearch.indexer import FileOutcome
 from xsearch.store.records import DB_NAME
 
@@ -133,6 +133,23 @@ def test_a_crashing_decoder_costs_one_file_on_ray(cluster: str, tmp_path: Path) 
     assert "SIGABRT" in (crashed.detail or "")
     assert {o.outcome for o in seen.values()} == {"indexed"} and len(seen) == 3
     assert [p.reason for p in report.problems] == ["crashed-decoder"]
+
+
+def test_an_actor_that_builds_another_model_stops_the_run_with_a_message(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xsearch import ray_pipeline
+
+    real = ray_pipeline.encoder_spec
+
+    def other_model(settings: Settings, encoder: Any) -> ray_pipeline.EncoderSpec:
+        spec = real(settings, encoder)
+        return ray_pipeline.EncoderSpec(spec.settings, spec.profile, "another-fingerprint")
+
+    monkeypatch.setattr(ray_pipeline, "encoder_spec", other_model)
+    random_image(tmp_path / "lib" / "a.jpg", 0)
+    with pytest.raises(RayRunError, match="not the store's another-fingerprint"):
+        _index(tmp_path / "s", tmp_path / "lib", "local")
 
 
 def _embed_actor_pids() -> list[int]:

@@ -177,6 +177,8 @@ def _run_index(
         if report_fh is not None:
             report_fh.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
 
+    if ray is not None:
+        _quiet_ray()
     with make_engine(settings) as engine, _ProgressView(enabled=sys.stdout.isatty()) as view:
 
         def on_progress(p: Progress) -> None:
@@ -188,6 +190,19 @@ def _run_index(
         print_notices(engine)
     _print_summary(result)
     return result
+
+
+def _quiet_ray() -> None:
+    """Ray's and Ray Data's console chatter (start-up notes, progress logged to a pipe,
+    "progress bars disabled") only interleaves with the run's own progress and summary;
+    their warnings and errors still show. Ray Data sets its loggers up when first imported,
+    so it is imported first (without the extra, the engine says how to install it)."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        return
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 # What the bar says while no file is being embedded yet.

@@ -22,6 +22,7 @@ carries the data it is about and a message that says how to fix the problem. Onl
     │   └── QueryParseError      the query text does not parse; carries the position
     ├── MediaError               a single file could not be used (reported, never fatal for a run)
     ├── RayUnavailableError      --ray without the ray extra, or no cluster at that address
+    ├── RayRunError              the Ray cluster failed the run (what was committed stays)
     └── EvalDatasetError         an evaluation dataset is malformed
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "ModelUnavailableError",
     "QueryError",
     "QueryParseError",
+    "RayRunError",
     "RayUnavailableError",
     "StoreBusyError",
     "StoreCorruptError",
@@ -206,6 +208,20 @@ class RayUnavailableError(XSearchError):
         self.address = address
         self.problem = problem
         super().__init__(problem)
+
+
+class RayRunError(XSearchError):
+    """Ray failed the run (an actor that cannot start, a lost node, an error in a task).
+    Everything committed before it stays; the same command resumes."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(
+            f"The Ray run on {address!r} failed: {problem}\nWhat was indexed so far is "
+            "saved; fix the cause and run the same command again to resume (Ray's logs are "
+            "under /tmp/ray/session_latest/logs on each node)."
+        )
 
 
 class EvalDatasetError(XSearchError):

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 from .config import IndexOptions, Settings
 from .encoders.base import Encoder, Vectors
 from .encoders.profiles import ModelProfile, get_profile, register_profile
-from .errors import ConfigError, RayUnavailableError, XSearchError
+from .errors import ConfigError, RayRunError, RayUnavailableError, XSearchError
 from .indexer import Embedded, _draft_size
 from .pipeline import Decoded, DecodeOptions, Preprocess, WorkItem, embed_decoded
 from .workers import DecodeWorkers
@@ -94,7 +96,13 @@ def connect(options: RayOptions) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    # Ray's INFO notes ("Started a local Ray instance") would only interleave with the run's
+    # own progress; its warnings still show. Workers' output stays in Ray's log files.
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
     if options.address == "local":
         kwargs["num_cpus"] = options.local_cpus or os.cpu_count() or 1
     else:
@@ -174,7 +182,8 @@ class RayStage:
             video_interval=self._index.video_interval,
             draft_size=_draft_size(encoder),
         )
-        preprocess = pickle.dumps(encoder.preprocess)  # cloudpickle-free: a plain transform
+        # Pickled once: a task unpickles it only where its worker has no decode pool for it.
+        preprocess = pickle.dumps(encoder.preprocess)
         resources = self._ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         cpus = int(resources.get("CPU", 1))
@@ -201,12 +210,33 @@ class RayStage:
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else 1,
         )
-        for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
-            for stage, column in (("decoded", "decode_node"), ("embedded", "embed_node")):
-                for node in block[column]:
-                    counts = self.work_by_node.setdefault(str(node), {})
-                    counts[stage] = counts.get(stage, 0) + 1
-            yield [pickle.loads(raw) for raw in block["result"]]
+        # The run's boundary: whatever Ray raises (an actor that cannot start, a lost node)
+        # stops the run as one error; what the driver committed stays.
+        try:
+            for block in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+                self._count(block)
+                yield [pickle.loads(raw) for raw in block["result"]]
+        except self._ray.exceptions.RayError as exc:
+            raise RayRunError(self._options.address, _cause(exc)) from exc
+
+    def _count(self, block: dict[str, np.ndarray]) -> None:
+        for stage, column in (("decoded", "decode_node"), ("embedded", "embed_node")):
+            for node in block[column]:
+                counts = self.work_by_node.setdefault(str(node), {})
+                counts[stage] = counts.get(stage, 0) + 1
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of a Ray error that names the original exception (xsearch's own message
+    where it is one), else its first line."""
+    lines = [line.strip() for line in _ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("xsearch.errors.")]
+    if ours:
+        return ours[-1].split(": ", 1)[-1]
+    return lines[0] if lines else type(exc).__name__
 
 
 # -- what runs on the workers ----------------------------------------------------------------
