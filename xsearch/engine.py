@@ -39,7 +39,7 @@ from .imagequery import load_query_image
 from .index.manager import IndexManager
 from .index.selector import SelectorPolicy
 from .query import SearchRequest, SubsetCache, run_search
-from .querylang import ImageData, ImagePath, MediaRef, Query, TagFilter, Text, WeightedTerm
+from .querylang import ImageData, ImagePath, MediaRef, Query, Text, WeightedTerm
 from .store.lock import WriterLock
 from .store.reader import StoreReader
 from .store.records import DB_NAME, HitRow, StoreModel
@@ -421,17 +421,17 @@ class Engine:
         started = time.monotonic()
         options = options or IndexOptions()
         store = self._writable_store(create=True)
-        if options.labels is not None:
-            from .tag_sync import keep_labels_file
-
-            keep_labels_file(self.location, options.labels)
-            self._vocabulary = None
 
         def preparing() -> None:
             if on_progress is not None:
                 on_progress(Progress("prepare", 0, 0))
 
         with WriterLock(self.location), self._reporting_preparation(preparing):
+            if options.labels is not None:
+                from .tag_sync import keep_labels_file
+
+                keep_labels_file(self.location, options.labels)
+                self._vocabulary = None
             if store.model() is None:
                 if on_progress is not None:
                     on_progress(Progress("model", 0, 0))
@@ -660,19 +660,9 @@ class Engine:
         )
 
     def _with_tag_filters(self, query: Query, filters: SearchFilters) -> SearchFilters:
-        """``filters`` with the query's ``tag:`` terms, each resolved to its concept key."""
-        wanted, unwanted = list(filters.tags), list(filters.without_tags)
-        for term in query.tag_filters():
-            assert isinstance(term.term, TagFilter)
-            key = self.vocabulary().key_for(term.term.name)
-            if key is None:
-                raise query.error(
-                    term,
-                    f"no tag is called {term.term.name!r}; 'xsearch tags' lists the tags "
-                    "of the store",
-                )
-            (wanted if term.weight > 0 else unwanted).append(key)
-        return replace(filters, tags=tuple(wanted), without_tags=tuple(unwanted))
+        from .tag_sync import with_tag_filters
+
+        return with_tag_filters(query, filters, self.vocabulary())
 
     # -- files, for the server ---------------------------------------------------------------
 
