@@ -102,6 +102,8 @@ class Engine:
     def __init__(self, settings: Settings | None = None, *, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self._encoder = encoder
+        # An encoder the engine built itself may be dropped and built again (see _texts).
+        self._own_encoder = encoder is None
         # Queries read through the light reader; indexing opens the SQLAlchemy store.
         self._store: StoreReader | None = None
         self._writer: Store | None = None
@@ -655,9 +657,19 @@ class Engine:
         return TagContext(
             fingerprint=model.fingerprint,
             vocabulary=self.vocabulary(),
-            encode_texts=lambda texts: self._query_encoder().encode_texts(texts),
+            encode_texts=self._encode_label_texts,
             logit_scale=logit_scale,
         )
+
+    def _encode_label_texts(self, texts: Sequence[str]) -> Vectors:
+        """Label prompts through the text tower. After indexing, the image tower is not
+        needed again: an encoder the engine built is dropped first, so that one process
+        never holds both towers (the peak memory of ``xsearch index`` stays one tower)."""
+        if self._own_encoder and self._encoder is not None:
+            self._encoder_notices += list(getattr(self._encoder, "notices", []))
+            self._encoder = None
+            self._own_encoder = False  # once: the next one serves texts from now on
+        return self._query_encoder().encode_texts(texts)
 
     def _with_tag_filters(self, query: Query, filters: SearchFilters) -> SearchFilters:
         from .tag_sync import with_tag_filters
