@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xsearch import Engine, Settings, get_profile
+from xsearch import Engine, IndexOptions, Settings, get_profile
 from xsearch.encoders.torch_backend.openclip import OpenClipEncoder, cpu_has_fast_bf16
 from xsearch.errors import ConfigError
 
@@ -81,13 +82,18 @@ def test_a_checkpoint_that_is_not_safetensors_takes_open_clip_s_loader(tmp_path:
 
 
 def test_indexing_loads_only_the_image_tower_and_a_text_query_only_the_text_tower(
-    photos: Path, tmp_path: Path
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The torch encoder's towers (fp32: the int8 path encodes images without torch).
     settings = Settings(store=tmp_path / "store", model=TINY, device="cpu", precision="fp32")
     with Engine(settings) as engine:
-        engine.index([photos])
+        engine.index([photos], IndexOptions(tag=False))
         assert engine.encoder.loaded_towers() == {"image"}  # type: ignore[attr-defined]
+    monkeypatch.setattr("xsearch.tag_sync._BANKS", {})  # no label vectors from other tests
+    with Engine(replace(settings, store=tmp_path / "tagged")) as engine:
+        # Tagging needs the text tower once (its label vectors): the image tower goes first.
+        engine.index([photos])
+        assert engine.encoder.loaded_towers() == {"text"}  # type: ignore[attr-defined]
     with Engine(settings) as engine:
         assert engine.search("anything", limit=3)
         assert engine.encoder.loaded_towers() == {"text"}  # type: ignore[attr-defined]

@@ -232,7 +232,30 @@ def test_tags_follow_changed_removed_and_moved_files_and_a_new_vocabulary(
         report = engine.index([root / "pics"], IndexOptions(labels=labels))
         assert report.tagged == len(after)  # a new vocabulary re-tags every file
         assert (store / "labels.tsv").exists() and engine.vocabulary().key_for("风筝") == "kite"
-    assert len(list((store / "tags").glob("labels-*.npz"))) == 2
+    assert len(list((store / "tags").glob("labels-*.npz"))) == 1  # the old vectors go
+
+
+@requires_toy
+def test_a_video_gets_segment_tags_where_its_content_changes(tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    from .videos import write_video
+
+    rng = np.random.default_rng(3)
+    car, cat = (
+        synth.render_scene(rng, [synth.class_by_key(k)], 128, split="heldout")
+        for k in ("car", "cat")
+    )
+    clip = tmp_path / "v" / "clip.mp4"
+    clip.parent.mkdir()
+    write_video(clip, lambda i, t: car if t < 4.0 else cat, range(80), time_base=Fraction(1, 10))
+    with Engine(Settings(store=tmp_path / "store", model=TOY, device="cpu")) as engine:
+        engine.index([clip.parent], IndexOptions(workers=0))
+        (video,) = engine.tags().files
+    segments = {t.key: t for t in video.tags if t.start is not None and t.lang == "en"}
+    assert {"car", "cat"} <= set(segments), video.tags
+    assert segments["car"].start == 0.0 and 3.0 <= segments["car"].end <= 5.0
+    assert 3.0 <= segments["cat"].start <= 5.0 and segments["cat"].end >= 7.5
 
 
 def test_migration_0003_round_trip_keeps_keyword_words(tmp_path: Path) -> None:

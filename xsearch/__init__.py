@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         ConfigError,
         EvalDatasetError,
         IndexBackendError,
+        LabelsFileError,
         MediaError,
         ModelError,
         ModelMismatchError,
@@ -48,8 +49,10 @@ if TYPE_CHECKING:
     from .hits import SearchHit, Segment
     from .indexer import FileOutcome, IndexReport, Progress
     from .info import StoreInfo
-    from .querylang import ImageData, Query, WeightedTerm, parse_query
+    from .querylang import ImageData, Query, TagFilter, WeightedTerm, parse_query
     from .ray_pipeline import RayOptions
+    from .tag_sync import FileTags, TagListing
+    from .tags import Tag
 
 # Where each public name lives. Importing `xsearch` stays cheap (no torch, no faiss) until
 # a name that needs them is used: the CLI's start-up time depends on it.
@@ -72,6 +75,10 @@ _LOCATIONS = {
     "Query": "querylang",
     "WeightedTerm": "querylang",
     "parse_query": "querylang",
+    "TagFilter": "querylang",
+    "FileTags": "tag_sync",
+    "TagListing": "tag_sync",
+    "Tag": "tags",
     "FileOutcome": "indexer",
     "IndexReport": "indexer",
     "Progress": "indexer",
@@ -102,10 +109,12 @@ __all__ = [
     "Engine",
     "EvalDatasetError",
     "FileOutcome",
+    "FileTags",
     "ImageData",
     "IndexBackendError",
     "IndexOptions",
     "IndexReport",
+    "LabelsFileError",
     "MediaError",
     "ModelError",
     "ModelMismatchError",
@@ -127,6 +136,9 @@ __all__ = [
     "StoreError",
     "StoreInfo",
     "StoreNotFoundError",
+    "Tag",
+    "TagFilter",
+    "TagListing",
     "UnknownModelError",
     "WeightedTerm",
     "XSearchError",

@@ -27,7 +27,7 @@ from .index.manager import IndexManager
 from .index.selector import SelectorPolicy
 from .info import StoreInfo, describe_store
 from .query import SearchRequest, SubsetCache, run_search
-from .querylang import Query, TagFilter, Text
+from .querylang import Query, Text
 from .store.lock import WriterLock
 from .store.reader import StoreReader
 from .store.records import DB_NAME, HitRow, StoreModel
@@ -54,6 +54,8 @@ class Engine:
     def __init__(self, settings: Settings | None = None, *, encoder: Encoder | None = None) -> None:
         self.settings = settings or Settings()
         self._encoder = encoder
+        # An encoder the engine built itself may be dropped and built again (see _texts).
+        self._own_encoder = encoder is None
         # Queries read through the light reader; indexing opens the SQLAlchemy store.
         self._store: StoreReader | None = None
         self._writer: Store | None = None
@@ -252,17 +254,17 @@ class Engine:
         started = time.monotonic()
         options = options or IndexOptions()
         store = self._writable_store(create=True)
-        if options.labels is not None:
-            from .tag_sync import keep_labels_file
-
-            keep_labels_file(self.location, options.labels)
-            self._vocabulary = None
 
         def preparing() -> None:
             if on_progress is not None:
                 on_progress(Progress("prepare", 0, 0))
 
         with WriterLock(self.location), self._reporting_preparation(preparing):
+            if options.labels is not None:
+                from .tag_sync import keep_labels_file
+
+                keep_labels_file(self.location, options.labels)
+                self._vocabulary = None
             if store.model() is None:
                 if on_progress is not None:
                     on_progress(Progress("model", 0, 0))
@@ -453,24 +455,24 @@ class Engine:
         return TagContext(
             fingerprint=model.fingerprint,
             vocabulary=self.vocabulary(),
-            encode_texts=lambda texts: self._query_encoder().encode_texts(texts),
+            encode_texts=self._encode_label_texts,
             logit_scale=logit_scale,
         )
 
+    def _encode_label_texts(self, texts: Sequence[str]) -> Vectors:
+        """Label prompts through the text tower. After indexing, the image tower is not
+        needed again: an encoder the engine built is dropped first, so that one process
+        never holds both towers (the peak memory of ``xsearch index`` stays one tower)."""
+        if self._own_encoder and self._encoder is not None:
+            self._encoder_notices += list(getattr(self._encoder, "notices", []))
+            self._encoder = None
+            self._own_encoder = False  # once: the next one serves texts from now on
+        return self._query_encoder().encode_texts(texts)
+
     def _with_tag_filters(self, query: Query, filters: SearchFilters) -> SearchFilters:
-        """``filters`` with the query's ``tag:`` terms, each resolved to its concept key."""
-        wanted, unwanted = list(filters.tags), list(filters.without_tags)
-        for term in query.tag_filters():
-            assert isinstance(term.term, TagFilter)
-            key = self.vocabulary().key_for(term.term.name)
-            if key is None:
-                raise query.error(
-                    term,
-                    f"no tag is called {term.term.name!r}; 'xsearch tags' lists the tags "
-                    "of the store",
-                )
-            (wanted if term.weight > 0 else unwanted).append(key)
-        return replace(filters, tags=tuple(wanted), without_tags=tuple(unwanted))
+        from .tag_sync import with_tag_filters
+
+        return with_tag_filters(query, filters, self.vocabulary())
 
     # -- files, for the server ---------------------------------------------------------------
 

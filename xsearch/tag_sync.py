@@ -16,15 +16,25 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .filters import SearchFilters
 from .labels import Language, Vocabulary, load_labels_file, vocabulary
+from .querylang import Query, TagFilter
 from .store.reader import StoreReader
-from .tags import DEFAULT_CALIBRATION, FrameVector, LabelBank, Tag, Tagger, label_banks
+from .tags import (
+    DEFAULT_CALIBRATION,
+    FrameVector,
+    LabelBank,
+    Tag,
+    Tagger,
+    label_banks,
+    tagger_identity,
+)
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only by whoever writes
     from .store.repository import Store
@@ -37,6 +47,7 @@ __all__ = [
     "list_tags",
     "store_vocabulary",
     "sync_tags",
+    "with_tag_filters",
 ]
 
 _USER_FILES = ("labels.tsv", "labels.json")
@@ -137,20 +148,12 @@ def _tagger(store: StoreReader, context: TagContext) -> Tagger:
     return Tagger(banks, logit_scale=context.logit_scale(), calibration=DEFAULT_CALIBRATION)
 
 
-def _identity(context: TagContext) -> str:
-    c = DEFAULT_CALIBRATION
-    # Tagger.identity, without building the tagger (that may load the model).
-    return Tagger({}, logit_scale=0.0, calibration=c).identity(
-        context.fingerprint, context.vocabulary.digest
-    )
-
-
 def sync_tags(store: Store, context: TagContext) -> int:
     """Tag every file the current tagger has not tagged; returns how many were tagged.
 
     A run with nothing to tag loads no model and reads no vectors.
     """
-    identity = _identity(context)
+    identity = tagger_identity(context.fingerprint, context.vocabulary.digest, DEFAULT_CALIBRATION)
     if store.tagger() != identity:
         store.reset_tags(identity)
     pending = store.untagged_media_ids()
@@ -188,3 +191,18 @@ def list_tags(store: StoreReader, roots: Sequence[bytes] | None) -> TagListing:
         FileTags(r.media_id, r.display_path, r.media_type, tuple(tags[r.media_id])) for r in rows
     )
     return TagListing(files, tuple(store.tag_counts(roots)))
+
+
+def with_tag_filters(query: Query, filters: SearchFilters, vocab: Vocabulary) -> SearchFilters:
+    """``filters`` with the query's ``tag:`` terms, each resolved to its concept key."""
+    wanted, unwanted = list(filters.tags), list(filters.without_tags)
+    for term in query.tag_filters():
+        assert isinstance(term.term, TagFilter)
+        key = vocab.key_for(term.term.name)
+        if key is None:
+            raise query.error(
+                term,
+                f"no tag is called {term.term.name!r}; 'xsearch tags' lists the tags of the store",
+            )
+        (wanted if term.weight > 0 else unwanted).append(key)
+    return replace(filters, tags=tuple(wanted), without_tags=tuple(unwanted))

@@ -69,6 +69,7 @@ __all__ = [
     "Tagger",
     "label_banks",
     "logit_scale_of",
+    "tagger_identity",
 ]
 
 #: Prompts that name no concept: the reference of the "margin" calibration.
@@ -198,6 +199,10 @@ def label_banks(
     banks = {lang: _build_bank(vocab, lang, encode) for lang in LANGUAGES}
     if path is not None:
         _save(path, banks)
+        # Vectors of an earlier vocabulary (or model) of this store are not needed again.
+        for stale in path.parent.glob("labels-*.npz"):
+            if stale != path:
+                stale.unlink(missing_ok=True)
     return banks
 
 
@@ -238,6 +243,15 @@ def _load(path: Path) -> dict[Language, LabelBank] | None:
         return None
 
 
+def tagger_identity(fingerprint: str, vocab_digest: str, calibration: Calibration) -> str:
+    """What stored tags depend on (model, vocabulary, calibration, scoring): a change of any
+    of it re-tags a store."""
+    c = calibration
+    return json.dumps(
+        [fingerprint, vocab_digest, c.method, c.threshold, c.max_tags, _SCORING_VERSION]
+    )
+
+
 class Tagger:
     """Scores vectors against the label banks and turns scores into tags."""
 
@@ -251,13 +265,6 @@ class Tagger:
         self.banks = banks
         self.logit_scale = logit_scale
         self.calibration = calibration
-
-    def identity(self, fingerprint: str, vocab_digest: str) -> str:
-        """What the stored tags depend on: a change of any of it re-tags the store."""
-        c = self.calibration
-        return json.dumps(
-            [fingerprint, vocab_digest, c.method, c.threshold, c.max_tags, _SCORING_VERSION]
-        )
 
     def scores(self, vectors: Vectors, lang: Language, method: str | None = None) -> Vectors:
         """Calibrated scores, one row per vector, one column per label of ``lang``."""
