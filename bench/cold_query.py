@@ -159,6 +159,70 @@ def big_store_rows(
     }
 
 
+DEFAULT_PROFILE = "mclip-b32"
+
+
+def default_profile_rows(
+    workdir: Path, runs: int, vectors: int, rclip: Path | None
+) -> dict[str, Any]:
+    """Cold CLI queries on the default profile (XLM-R text tower, from the fake hub) over a
+    store of ``vectors`` synthetic vectors (``scale.fill_store``), alternating with rclip's
+    cold query (``rclip -n`` over 300 generated pictures) when ``rclip`` is given."""
+    from . import scale
+    from .fakehub import fake_weights
+
+    hub = workdir / "hf"
+    fake_weights(hub, DEFAULT_PROFILE)
+    store = workdir / f"default_{vectors}"
+    if not (store / "index.json").exists():
+        shutil.rmtree(store, ignore_errors=True)
+        scale.fill_store(store, vectors, hub, profile=DEFAULT_PROFILE)
+    with Engine(scale._settings(store, hub)) as engine:
+        engine._index_manager(engine.store()).save()
+        started = time.perf_counter()
+        # The int8 towers a first indexing run makes (this store holds synthetic vectors).
+        engine.prepare_model()
+        prepared_s = time.perf_counter() - started
+        text_encoding = engine.info().text_encoding
+    peer = _rclip_folder(workdir, rclip) if rclip is not None else None
+    query = [*XSEARCH, "query", QUERY, "--store", str(store), "--paths", "-n", "10"]
+    rows: dict[str, list[float]] = {}
+    for _ in range(runs):
+        row, _ = _time([*query, "--no-server"], 1, hub_env(hub))
+        rows.setdefault(f"xsearch query {QUERY} --no-server ({DEFAULT_PROFILE})", []).append(
+            row["median_s"]
+        )
+        if rclip is not None and peer is not None:
+            from .indexing import rclip_cold_query
+
+            seconds = rclip_cold_query(peer[0], peer[1], rclip, runs=1)["runs_s"]
+            rows.setdefault("rclip -n (300 pictures)", []).extend(seconds)
+    return {
+        "store": str(store),
+        "vectors": vectors,
+        "prepare_s": round(prepared_s, 1),
+        "text_encoding": text_encoding,
+        "rows": {
+            name: {"median_s": round(statistics.median(v), 3), "runs_s": v}
+            for name, v in rows.items()
+        },
+    }
+
+
+def _rclip_folder(workdir: Path, rclip: Path) -> tuple[Path, Path]:
+    """300 generated pictures indexed by rclip once (its ONNX towers from bench.peers)."""
+    from .indexing import rclip_index
+    from .peers import export_rclip_models
+
+    folder, datadir = workdir / "rclip_pictures", workdir / "rclip_data"
+    if not folder.is_dir():
+        generate_folder(folder, 300, seed=8)
+    export_rclip_models(datadir)
+    if not (datadir / "db.sqlite3").is_file():
+        rclip_index(folder, datadir, rclip)
+    return folder, datadir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pictures", type=int, default=50)
@@ -174,7 +238,26 @@ def main() -> None:
         "(e.g. /tmp/xsearch-bench/store_10000, made by `python -m bench --only scale`)",
     )
     parser.add_argument("--rclip", type=Path, default=Path("/tmp/peers/bin/rclip"))
+    parser.add_argument(
+        "--default-profile",
+        type=int,
+        metavar="VECTORS",
+        help=f"only time cold queries of {DEFAULT_PROFILE} (fake hub) on a store of VECTORS, "
+        "10 fresh processes unless --runs, beside rclip's where it is installed",
+    )
     args = parser.parse_args()
+    if args.default_profile:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        compile_bytecode()
+        rclip = args.rclip if args.rclip.exists() else None
+        found = default_profile_rows(args.workdir, args.runs, args.default_profile, rclip)
+        out = args.out.with_name("cold_query_default.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(found, indent=2, ensure_ascii=False))
+        print(f"{found['vectors']} vectors, text: {found['text_encoding']}")
+        for name, row in found["rows"].items():
+            print(f"{name:50} median {row['median_s']:.3f} s  {row['runs_s']}")
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["XSEARCH_CACHE"] = str(_cache(args.workdir))
     compile_bytecode()

@@ -36,12 +36,12 @@ def _settings(location: Path, cache: Path, precision: str = "auto") -> Any:
     )
 
 
-def fill_store(location: Path, n: int, cache: Path) -> None:
+def fill_store(location: Path, n: int, cache: Path, profile: str = PROFILE) -> None:
     from xsearch import Engine, Settings
     from xsearch.store.records import FrameVector, MediaRecord, StoreModel, WriteBatch
     from xsearch.store.repository import Store
 
-    with Engine(Settings(store=location, model=PROFILE, model_cache_dir=cache)) as engine:
+    with Engine(Settings(store=location, model=profile, model_cache_dir=cache)) as engine:
         enc = engine.encoder
         store = Store(location, create=True)
         store.set_model(StoreModel(enc.profile_name, enc.fingerprint, enc.dim))

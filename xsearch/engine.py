@@ -55,7 +55,8 @@ __all__ = ["Engine", "StoreInfo"]
 
 _TEXT_CACHE_SIZE = 256
 _NOT_A_CLIP_TEXT_TOWER = (
-    "only causal CLIP text towers are exported to int8; this one stays on torch"
+    "only causal CLIP text towers and Hugging Face text towers are exported to int8; "
+    "this one stays on torch"
 )
 
 
@@ -297,15 +298,24 @@ class Engine:
             return onnx_export.make_int8_export_direct(files, spec, directory)
         return onnx_export.make_int8_export(_open_clip(torch_encoder), directory)
 
-    @staticmethod
     def _export_text(
-        files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
+        self, files: ModelFiles, torch_encoder: Callable[[], Encoder], directory: Path
     ) -> TextExport | None:
-        """The same for the text tower; None for towers that have no int8 form here."""
+        """The same for the text tower; None for towers that have no int8 form here. A
+        Hugging Face tower (XLM-R, ...) is traced in a child process (hf_text_export.py)."""
         from .encoders import onnx_export
 
         if files.text_cfg.get("hf_model_name"):
-            return None  # a Hugging Face tower (XLM-R, ...): known without building it
+            from .encoders.hf_text_export import HFTextJob, make_int8_hf_text_export
+            from .encoders.model_files import HubOptions
+
+            hub = HubOptions(
+                cache_dir=self.settings.model_cache_dir,
+                endpoint=self.settings.hub_endpoint,
+                probe_timeout=self.settings.hub_probe_timeout,
+            )
+            job = HFTextJob(files.profile.name, self.settings.checkpoint, hub, directory)
+            return make_int8_hf_text_export(job)
         spec = onnx_export.direct_text_spec(files)
         if spec is not None:
             return onnx_export.make_int8_text_export_direct(files, spec, directory)

@@ -509,9 +509,20 @@ def _preprocess_of(cfg: dict[str, Any], profile: str) -> ImagePreprocess:
 
 
 def _export_onnx(
-    tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
+    tower: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str = "pixels",
+    *,
+    dynamic_length: bool = False,
 ) -> None:
-    """Trace ``tower`` on ``example`` into an ONNX file; pixels keep a free batch size."""
+    """Trace ``tower`` on ``example`` into an ONNX file; pixels keep a free batch size, and
+    tokens a free batch and length where ``dynamic_length`` (a tower that masks padding)."""
+    axes: dict[str, dict[int, str]] | None = None
+    if input_name == "pixels":
+        axes = {"pixels": {0: "batch"}, "vectors": {0: "batch"}}
+    elif dynamic_length:
+        axes = {input_name: {0: "batch", 1: "length"}, "vectors": {0: "batch"}}
     import torch
 
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -526,11 +537,7 @@ def _export_onnx(
                 str(path),
                 input_names=[input_name],
                 output_names=["vectors"],
-                dynamic_axes=(
-                    {"pixels": {0: "batch"}, "vectors": {0: "batch"}}
-                    if input_name == "pixels"
-                    else None
-                ),
+                dynamic_axes=axes,
                 opset_version=17,
                 dynamo=False,
             )

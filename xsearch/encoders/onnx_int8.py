@@ -38,6 +38,8 @@ from .cpu import cpu_int8_flags, cpu_model
 from .preprocess import ImagePreprocess
 
 __all__ = [
+    "EMBEDDINGS_FILE",
+    "EMBEDDING_SCALES_FILE",
     "EXPORT_FORMAT",
     "TRACED",
     "WRITTEN",
@@ -70,6 +72,9 @@ TEXT_RECORD_FILE = "text.json"
 # Written instead of a text record when the text tower was not exported, with the reason:
 # later runs then need not import torch to find that out again.
 TEXT_NONE_FILE = "text.none"
+# A text graph that starts after the token embedding: the table, and its per-row scales.
+EMBEDDINGS_FILE = "embeddings.int8.npy"
+EMBEDDING_SCALES_FILE = "embeddings.scale.npy"
 
 # The int8 tower is used by default only when, over the probe pictures, its vectors agree
 # with the fp32 tower's at least this well. bf16 weights reach 0.9999 (min) on the trained
@@ -267,6 +272,14 @@ class TextExport:
     tokenizer: str | None = None
     made_by: str = TRACED
     dynamic: bool = False
+    # What ``tokenizer`` is: open_clip's CLIP tokenizer ("clip", ``clip_tokenizer.py``) or a
+    # Hugging Face tower's own ("hf", ``hf_tokenizer.py``), and that one's text cleaning.
+    tokenizer_kind: str = "clip"
+    tokenizer_clean: str = "whitespace"
+    # Where the token embedding is a table beside the graph (``EMBEDDINGS_FILE``: int8 rows,
+    # one scale each), the graph takes embedded rows, not token ids: a query reads the few
+    # rows it needs from a mapped file instead of loading a 250,002-row table.
+    embeddings: str | None = None
 
     def model_path(self, length: int) -> Path:
         if self.dynamic:
@@ -292,6 +305,9 @@ class TextExport:
             "tokenizer": self.tokenizer,
             "made_by": self.made_by,
             "dynamic": self.dynamic,
+            "tokenizer_kind": self.tokenizer_kind,
+            "tokenizer_clean": self.tokenizer_clean,
+            "embeddings": self.embeddings,
         }
         _write_atomically(self.directory / TEXT_RECORD_FILE, json.dumps(doc, indent=2))
 
@@ -312,10 +328,16 @@ class TextExport:
                 tokenizer=doc["tokenizer"],
                 made_by=str(doc.get("made_by", TRACED)),
                 dynamic=bool(doc.get("dynamic", False)),
+                tokenizer_kind=str(doc.get("tokenizer_kind", "clip")),
+                tokenizer_clean=str(doc.get("tokenizer_clean", "whitespace")),
+                embeddings=doc.get("embeddings"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if not export.lengths or not all(export.model_path(n).is_file() for n in export.lengths):
+            return None
+        tables = (export.embeddings, EMBEDDING_SCALES_FILE) if export.embeddings else ()
+        if not all((directory / name).is_file() for name in tables):
             return None
         if export.tokenizer is not None and not (directory / export.tokenizer).is_file():
             return replace(export, tokenizer=None)
@@ -370,8 +392,19 @@ class TextSessions:
     def __init__(self, export: TextExport) -> None:
         self.export = export
         self._sessions: dict[Path, Any] = {}
+        self._table: Any = None
+        self._scales: Any = None
         self.tokenize: Callable[[Sequence[str]], npt.NDArray[np.int64]] | None = None
-        if export.tokenizer is not None:
+        if export.tokenizer is not None and export.tokenizer_kind == "hf":
+            from .hf_tokenizer import HFFileTokenizer
+
+            self.tokenize = HFFileTokenizer(
+                export.directory / export.tokenizer,
+                export.context_length,
+                export.pad_id,
+                export.tokenizer_clean,
+            )
+        elif export.tokenizer is not None:
             from .clip_tokenizer import ClipTokenizer
 
             self.tokenize = ClipTokenizer(
@@ -390,9 +423,22 @@ class TextSessions:
             padded[0, :take] = row[:take]
             session = self._session(graph)
             name = session.get_inputs()[0].name
-            out.append(session.run(None, {name: padded})[0][0])
+            feed = self._embedded(padded) if self.export.embeddings else padded
+            out.append(session.run(None, {name: feed})[0][0])
         vectors: Vectors = np.stack(out).astype(np.float32, copy=False)
         return vectors
+
+    def _embedded(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Token rows looked up in the mapped int8 table, scaled back to floats."""
+        if self._table is None:
+            folder, name = self.export.directory, self.export.embeddings
+            assert name is not None
+            self._table = np.load(folder / name, mmap_mode="r")
+            self._scales = np.load(folder / EMBEDDING_SCALES_FILE, mmap_mode="r")
+        rows = np.clip(ids, 0, len(self._table) - 1)
+        scaled: npt.NDArray[np.float32] = self._table[rows].astype(np.float32)
+        scaled *= self._scales[rows][..., None]
+        return scaled
 
     def _session(self, length: int) -> Any:
         path = self.export.model_path(length)

@@ -393,6 +393,21 @@ class OpenClipEncoder:
         model.float().eval()
         return _TextTower(model).eval(), 0
 
+    def fp32_hf_text_model(self) -> tuple[torch.nn.Module, Any] | None:
+        """A separate fp32 copy of a Hugging Face text tower (``forward(tokens)`` is
+        ``encode_text`` of padded token rows, the padding masked out) and open_clip's
+        tokenizer of it, for export; None for other towers."""
+        if not self._text_cfg.get("hf_model_name"):
+            return None
+        model, _ = self._built(TEXT, torch.float32)
+        model.float().eval()
+        return _HFTextTower(model).eval(), self._tokenizer
+
+    @property
+    def text_config(self) -> dict[str, Any]:
+        """open_clip's text config of the model (hub names replaced by cached folders)."""
+        return dict(self._text_cfg)
+
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids, (len(texts), context length) int64, as the text tower takes them."""
         return np.asarray(self._tokenizer(list(texts)).numpy(), dtype=np.int64)
@@ -516,3 +531,15 @@ class _TextTower(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return _encode_text_trimmed(self.model, tokens)
+
+
+class _HFTextTower(torch.nn.Module):
+    """``encode_text`` of a Hugging Face tower over whole rows: no trimming, whose length
+    the exporter would freeze into the graph."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)  # type: ignore[no-any-return]
