@@ -222,6 +222,12 @@ def _op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(Counter(node.op_type for node in graph.node).items()))
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _run_op_counts(path: Path) -> dict[str, int]:
     """The op counts of the graph ONNX Runtime runs for ``path``, after its own fusions (as
     xsearch's sessions are opened: every optimisation level on)."""
@@ -253,35 +259,43 @@ class _Graphs:
         self.image: Any = None
         self.text: Any = None
         self.ops: dict[str, dict[str, int]] = {}
+        self.sha: dict[str, str] = {}  # the same graph twice is the same speed: a noise check
         if "image" in towers:
             self.image = open_session(folder / "image" / MODEL_FILE)
             self.ops["image"] = _op_counts(folder / "image" / MODEL_FILE)
+            self.sha["image"] = _sha(folder / "image" / MODEL_FILE)
             self.ops["image run"] = _run_op_counts(folder / "image" / MODEL_FILE)
         if "text" in towers:
             export = TextExport.load(folder / "text")
             assert export is not None, f"no text export in {folder / 'text'}"
             self.text = TextSessions(export)
             self.ops["text"] = _op_counts(export.model_path(export.lengths[-1]))
+            self.sha["text"] = _sha(export.model_path(export.lengths[-1]))
             self.ops["text run"] = _run_op_counts(export.model_path(export.lengths[-1]))
 
-    def images_per_s(self, pixels: np.ndarray) -> float:
+    def images_per_s(self, pixels: np.ndarray) -> tuple[float, float]:
+        """Images per second at batch 32, of wall time and of this process's CPU time (which
+        other processes' load on a shared machine changes far less)."""
         from xsearch.encoders.onnx_backend.onnx_int8 import run_session
 
         batch = pixels[:_BATCH]
         run_session(self.image, batch[:2])  # the first call allocates
-        rates = []
+        rates, cpu_rates = [], []
         for _ in range(3):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             run_session(self.image, batch)
             rates.append(len(batch) / (time.perf_counter() - started))
-        return statistics.median(rates)
+            cpu_rates.append(len(batch) / (time.process_time() - cpu))
+        return statistics.median(rates), statistics.median(cpu_rates)
 
-    def ms_per_text(self, tokens: np.ndarray) -> float:
+    def ms_per_text(self, tokens: np.ndarray) -> tuple[float, float]:
+        """Milliseconds per query text, one a call: of wall time and of CPU time."""
         self.text.encode(tokens[:1])
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for row in tokens:
             self.text.encode(row[None])
-        return 1000 * (time.perf_counter() - started) / len(tokens)
+        wall, spent = time.perf_counter() - started, time.process_time() - cpu
+        return 1000 * wall / len(tokens), 1000 * spent / len(tokens)
 
 
 def _rotated(items: tuple[str, ...], by: int) -> list[str]:
@@ -334,9 +348,13 @@ def measure(
         for route in _rotated(working, rep):
             row: dict[str, Any] = {"rep": rep, "route": route}
             if "image" in towers:
-                row["images_per_s"] = graphs[route].images_per_s(refs["pixels"])
+                row["images_per_s"], row["images_per_cpu_s"] = graphs[route].images_per_s(
+                    refs["pixels"]
+                )
             if "text" in towers:
-                row["ms_per_text"] = graphs[route].ms_per_text(refs["tokens"])
+                row["ms_per_text"], row["cpu_ms_per_text"] = graphs[route].ms_per_text(
+                    refs["tokens"]
+                )
             speeds.append(row)
             log(f"rep {rep} speed {route}: {row}")
     agreement: dict[str, dict[str, Any]] = {}
@@ -358,6 +376,7 @@ def measure(
         "speeds": speeds,
         "agreement": agreement,
         "ops": {r: graphs[r].ops for r in working},
+        "graph_sha256": {r: graphs[r].sha for r in working},
         "summary": _summary(exports, speeds, routes, towers),
     }
 
@@ -390,10 +409,12 @@ def _summary(
                 "errors": [e["error"] for e in done if "error" in e],
             }
         mine = [s for s in speeds if s["route"] == route]
-        for tower, key in (("image", "images_per_s"), ("text", "ms_per_text")):
+        keys = [("image", "images_per_s", ""), ("image", "images_per_cpu_s", "cpu_")]
+        keys += [("text", "ms_per_text", ""), ("text", "cpu_ms_per_text", "cpu_")]
+        for tower, key, kind in keys:
             if tower in towers:
                 out[route][tower][key] = _median([s[key] for s in mine])
-                out[route][tower]["to_written"] = _median(_ratios(speeds, route, key))
+                out[route][tower][f"{kind}to_written"] = _median(_ratios(speeds, route, key))
     return out
 
 
@@ -425,7 +446,10 @@ def table(result: dict[str, Any]) -> str:
                 f"{_fmt(s.get('images_per_s'), '.1f')} images/s"
                 if tower == "image"
                 else f"{_fmt(s.get('ms_per_text'), '.2f')} ms/text"
-            ) + f" ({_fmt(s.get('to_written'), '.3f')}× written)"
+            ) + (
+                f" ({_fmt(s.get('to_written'), '.3f')}× written; of CPU time "
+                f"{_fmt(s.get('cpu_to_written'), '.3f')}×)"
+            )
             cos = f"{agree['cosine_min']:.5f} / {agree['cosine_mean']:.5f}" if agree else "–"
             kept = f"{agree['neighbours_kept']:.3f}" if agree else "–"
             run_ops = result["ops"].get(route, {}).get(f"{tower} run")

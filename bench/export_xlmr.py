@@ -145,6 +145,75 @@ def _child(directory: Path) -> dict[str, Any]:
     return {**stages, "export_s": time.perf_counter() - started}
 
 
+def _xsearch_child(variant: str, directory: Path, cache: Path) -> dict[str, Any]:
+    """Branch issue-18's own export of the tower (``hf_text_export.export_hf_text``) from the
+    fake hub, in this process: as it is (``patched``: its quantiser with ``per_channel.py``),
+    or with ONNX Runtime's own per-channel loop (``unpatched``)."""
+    import contextlib
+    import shutil
+
+    from xsearch.encoders import hf_text_export
+    from xsearch.encoders.model_files import HubOptions
+    from xsearch.encoders.onnx_backend import onnx_export, per_channel
+    from xsearch.encoders.profiles import get_profile
+    from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
+
+    if variant == "unpatched":
+        per_channel.vectorised_per_channel = contextlib.nullcontext  # type: ignore[assignment]
+    spent = {"onnx_export_s": 0.0, "quantise_s": 0.0}
+    for name, key in (("_export_onnx", "onnx_export_s"), ("_quantise", "quantise_s")):
+        step = getattr(onnx_export, name)
+
+        def timed(*args: Any, _step: Any = step, _key: str = key, **kwargs: Any) -> Any:
+            mark = time.perf_counter()
+            try:
+                return _step(*args, **kwargs)
+            finally:
+                spent[_key] += time.perf_counter() - mark
+
+        setattr(onnx_export, name, timed)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    started = time.perf_counter()
+    encoder = OpenClipEncoder(
+        get_profile("mclip-b32"), hub=HubOptions(cache_dir=cache), device="cpu", precision="fp32"
+    )
+    export = hf_text_export.export_hf_text(encoder, directory)
+    assert export is not None, "no int8 form of this text tower"
+    a = export.agreement
+    return {
+        **spent,
+        "export_s": time.perf_counter() - started,
+        "int8_ms_per_text": export.int8_ms_per_text,
+        "fp32_ms_per_text": export.fp32_ms_per_text,
+        "own_gate": {"cosine_min": a.cosine_min, "cosine_mean": a.cosine_mean},
+        "files_mb": sum(f.stat().st_size for f in directory.iterdir()) / 2**20,
+    }
+
+
+def measure_xsearch(workdir: Path, reps: int, log: Any = print) -> list[dict[str, Any]]:
+    """issue-18's export, patched and unpatched in turns, each in a fresh child."""
+    from .fakehub import fake_weights
+
+    cache = workdir / "hub"
+    fake_weights(cache, "mclip-b32")
+    done = []
+    for rep in range(reps):
+        for variant in ("patched", "unpatched")[:: 1 if rep % 2 == 0 else -1]:
+            folder = workdir / f"xlmr-xsearch-{variant}"
+            cmd = [sys.executable, "-m", "bench.export_xlmr", "child-xsearch", variant]
+            env = {"PYTHONPATH": str(_ROOT), "HF_HUB_OFFLINE": "1"}
+            measured = run([*cmd, str(folder), str(cache)], cwd=_ROOT, env=env, timeout=1800)
+            if measured.returncode != 0:
+                raise RuntimeError(f"the XLM-R export failed: {measured.stderr[-3000:]}")
+            doc = json.loads(measured.stdout.strip().splitlines()[-1])
+            doc.update(rep=rep, variant=variant, process_s=measured.seconds)
+            doc.update(peak_mb=measured.peak_mb, load_average=os.getloadavg()[0])
+            done.append(doc)
+            log(f"rep {rep} xlmr xsearch {variant}: {doc}")
+    return done
+
+
 def _ms_per_text(session: Any, rows: list[np.ndarray]) -> tuple[float, np.ndarray]:
     name = session.get_inputs()[0].name
     session.run(None, {name: rows[0]})  # the first call allocates
@@ -207,15 +276,37 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["child"]:
         print(json.dumps(_child(Path(argv[1]))), flush=True)
         return
+    if argv[:1] == ["child-xsearch"]:
+        print(json.dumps(_xsearch_child(argv[1], Path(argv[2]), Path(argv[3]))), flush=True)
+        return
     parser = argparse.ArgumentParser(prog="python -m bench.export_xlmr")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/xsearch-export-routes"))
     parser.add_argument("--out", type=Path, default=RESULTS / "export_xlmr.json")
+    parser.add_argument(
+        "--xsearch",
+        action="store_true",
+        help="instead: xsearch's own export of the tower (hf_text_export), patched and not",
+    )
     args = parser.parse_args(argv)
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
+    if args.xsearch:
+        runs = measure_xsearch(args.workdir, args.reps, log)
+        out = args.out.with_name(args.out.stem + "_xsearch.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(runs, indent=2, default=str))
+        for variant in ("patched", "unpatched"):
+            mine = [r for r in runs if r["variant"] == variant]
+            medians = {
+                k: statistics.median(r[k] for r in mine)
+                for k in ("export_s", "onnx_export_s", "quantise_s", "process_s", "peak_mb")
+            }
+            print(f"{variant}: " + ", ".join(f"{k} {v:.1f}" for k, v in medians.items()))
+        print(f"wrote {out}")
+        return
     result = measure(args.workdir, args.reps, log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
