@@ -13,6 +13,8 @@ Done once per model and machine, two ways:
   ``per_channel.py``: no calibration data), then measured against the torch tower. This
   imports torch and builds the fp32 model: about 30 s and 2 GB for ViT-B-32.
 
+Why both, with the numbers that chose them: this package's ``__init__``.
+
 Either way the probe pictures are xsearch's own generated scenes (``synth``): varied
 colours, textures and objects, the same on every machine. The result is cached by the
 Engine and loaded by ``onnx_int8.py`` without torch.
