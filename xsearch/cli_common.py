@@ -82,3 +82,9 @@ def prepare_model(settings: Settings, name: str) -> None:
 def print_notices(engine: Any) -> None:
     for notice in engine.notices:
         err.print(f"[yellow]note:[/] {notice}")
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes:02d}:{secs:04.1f}"
