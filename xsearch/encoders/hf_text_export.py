@@ -46,6 +46,7 @@ from .onnx_int8 import (
     Agreement,
     TextExport,
     TextSessions,
+    open_session,
     used_tokens,
 )
 
@@ -207,6 +208,7 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
     pid = os.getpid()
     fp32_path = directory / f".text.fp32.partial-{pid}.onnx"
     int8_path = directory / f".text.int8.partial-{pid}.onnx"
+    optimised_path = directory / f".text.int8.optimised-{pid}.onnx"
     tokenizer_partial = directory / f".{_TOKENIZER_FILE}.partial-{pid}"
     draft = TextExport(
         directory,
@@ -221,6 +223,7 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
         tokenizer_kind=HF_TOKENIZER,
         tokenizer_clean=_clean_name(encoder),
         embeddings=EMBEDDINGS_FILE,
+        optimised=True,
     )
     try:
         model: Any = tower.model
@@ -237,12 +240,14 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
         _quantise(fp32_path, int8_path)
         fp32_path.unlink()
         _give_back_memory()
-        int8_path.replace(draft.model_path(context))
+        # ONNX Runtime's own optimisations of the graph, done once here, not per query.
+        open_session(int8_path, threads=1, save_optimised=optimised_path)
+        optimised_path.replace(draft.model_path(context))
         for name in (EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE):
             _partial(directory, name, pid).replace(directory / name)
         tokenizer = _torch_free_tokenizer(backend, tokenizer_partial, draft, encoder)
     finally:
-        for path in (fp32_path, int8_path, tokenizer_partial):
+        for path in (fp32_path, int8_path, optimised_path, tokenizer_partial):
             path.unlink(missing_ok=True)
         for name in (EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE):
             _partial(directory, name, pid).unlink(missing_ok=True)
