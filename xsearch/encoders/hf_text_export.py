@@ -12,7 +12,8 @@ the graph, that table (192M of XLM-R base's 278M weights) made a 279 MB graph th
 1.5–2.3 s to load into a session, and the export peaked at 6.4 GB; without it the graph is
 87 MB and loads in 0.5 s, and the export peaks at 3.2 GB (2 busy cores, load average 7).
 The agreement with torch is the same (cosine 0.99960 / 0.99971 min / mean, random
-weights).
+weights). The graph is saved as ONNX Runtime optimised it, which a query's session then
+need not do again: 0.15 s instead of 0.36–0.47 s to open it.
 
 Each text runs over its own tokens, as with the written CLIP text graph: the tower masks
 the padding out (its attention and its mean pooling), so the vector is the same. The int8
