@@ -12,7 +12,8 @@ the graph, that table (192M of XLM-R base's 278M weights) made a 279 MB graph th
 1.5–2.3 s to load into a session, and the export peaked at 6.4 GB; without it the graph is
 87 MB and loads in 0.5 s, and the export peaks at 3.2 GB (2 busy cores, load average 7).
 The agreement with torch is the same (cosine 0.99960 / 0.99971 min / mean, random
-weights).
+weights). The graph is saved as ONNX Runtime optimised it, which a query's session then
+need not do again: 0.15 s instead of 0.36–0.47 s to open it.
 
 Each text runs over its own tokens, as with the written CLIP text graph: the tower masks
 the padding out (its attention and its mean pooling), so the vector is the same. The int8
@@ -46,6 +47,7 @@ from .onnx_int8 import (
     Agreement,
     TextExport,
     TextSessions,
+    open_session,
     used_tokens,
 )
 
@@ -207,6 +209,7 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
     pid = os.getpid()
     fp32_path = directory / f".text.fp32.partial-{pid}.onnx"
     int8_path = directory / f".text.int8.partial-{pid}.onnx"
+    optimised_path = directory / f".text.int8.optimised-{pid}.onnx"
     tokenizer_partial = directory / f".{_TOKENIZER_FILE}.partial-{pid}"
     draft = TextExport(
         directory,
@@ -221,6 +224,7 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
         tokenizer_kind=HF_TOKENIZER,
         tokenizer_clean=_clean_name(encoder),
         embeddings=EMBEDDINGS_FILE,
+        optimised=True,
     )
     try:
         model: Any = tower.model
@@ -237,12 +241,14 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
         _quantise(fp32_path, int8_path)
         fp32_path.unlink()
         _give_back_memory()
-        int8_path.replace(draft.model_path(context))
+        # ONNX Runtime's own optimisations of the graph, done once here, not per query.
+        open_session(int8_path, threads=1, save_optimised=optimised_path)
+        optimised_path.replace(draft.model_path(context))
         for name in (EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE):
             _partial(directory, name, pid).replace(directory / name)
         tokenizer = _torch_free_tokenizer(backend, tokenizer_partial, draft, encoder)
     finally:
-        for path in (fp32_path, int8_path, tokenizer_partial):
+        for path in (fp32_path, int8_path, optimised_path, tokenizer_partial):
             path.unlink(missing_ok=True)
         for name in (EMBEDDINGS_FILE, EMBEDDING_SCALES_FILE):
             _partial(directory, name, pid).unlink(missing_ok=True)
