@@ -152,9 +152,8 @@ def _xsearch_child(variant: str, directory: Path, cache: Path) -> dict[str, Any]
     import contextlib
     import shutil
 
-    from xsearch.encoders import hf_text_export
     from xsearch.encoders.model_files import HubOptions
-    from xsearch.encoders.onnx_backend import onnx_export, per_channel
+    from xsearch.encoders.onnx_backend import hf_text_export, onnx_export, per_channel
     from xsearch.encoders.profiles import get_profile
     from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
