@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from xsearch import Engine, IndexOptions, LabelsFileError, Query, Settings, synth
 from xsearch.cli import app
-from xsearch.labels import LANGUAGES, load_labels_file, shipped_vocabulary
+from xsearch.labels import LANGUAGES, SHIPPED_PARTS, load_labels_file, shipped_vocabulary
 from xsearch.querylang import QueryParseError, TagFilter, format_query, parse_query
 from xsearch.store import migrate
 from xsearch.tags import Calibration, FrameVector, LabelBank, Tagger
@@ -27,7 +27,7 @@ from .gallery import TOY, requires_toy
 
 def test_the_shipped_vocabulary_is_bilingual_and_holds_the_toy_models_concepts() -> None:
     vocab = shipped_vocabulary()
-    assert len(vocab) >= 1300
+    assert len(vocab) >= 3000
     assert all(c.label("en") and c.label("zh") for c in vocab.concepts)
     by_key = {c.key: c for c in vocab.concepts}
     for cls in synth.CLASSES:  # emoji.tsv is generated from synth: it must not drift
@@ -42,19 +42,37 @@ def test_the_shipped_vocabulary_is_bilingual_and_holds_the_toy_models_concepts()
     assert toy.digest != vocab.digest
 
 
+def test_the_shipped_parts_share_no_key_and_no_shown_name() -> None:
+    # shipped_vocabulary keeps the first concept of a key, so a key written twice across
+    # the parts would silently lose one of them; and two concepts shown alike cannot be
+    # told apart by a person reading the tags.
+    seen: dict[tuple[str, str], str] = {}
+    for part in SHIPPED_PARTS:
+        for concept in shipped_vocabulary((part,)).concepts:
+            words = [("key", concept.key)]
+            words += [
+                (lang, label.casefold()) for lang in LANGUAGES if (label := concept.label(lang))
+            ]
+            for word in words:
+                assert word not in seen, f"{word} of {part}.tsv is also in {seen[word]}.tsv"
+                seen[word] = part
+    assert len(shipped_vocabulary(("everyday_more",))) >= 1800
+
+
 def test_a_tsv_labels_file_is_read(tmp_path: Path) -> None:
     path = tmp_path / "mine.tsv"
     path.write_text(
-        "key\ten\tzh\n# comment\n\nkite\tkite|paper kite\t风筝\ngrandma\tgrandma\t\n",
+        "key\ten\tzh\n# comment\n\ntangram\ttangram|seven-piece puzzle\t七巧板\n"
+        "grandma\tgrandma\t\n",
         encoding="utf-8",
     )
     vocab = load_labels_file(path)
     assert [(c.key, c.en, c.zh) for c in vocab.concepts] == [
-        ("kite", ("kite", "paper kite"), ("风筝",)),
+        ("tangram", ("tangram", "seven-piece puzzle"), ("七巧板",)),
         ("grandma", ("grandma",), ()),
     ]
     merged = shipped_vocabulary().extended(vocab)
-    assert merged.key_for("风筝") == "kite" and len(merged) == len(shipped_vocabulary()) + 2
+    assert merged.key_for("七巧板") == "tangram" and len(merged) == len(shipped_vocabulary()) + 2
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,10 @@
 
 The shipped vocabulary lives in ``xsearch/data/labels``: ``emoji.tsv`` (the concepts of the
 generated emoji pictures, so the bundled toy model has its own words), ``everyday.tsv``
-(scenes, people, events, things and food, written for xsearch), ``imagenet.tsv`` (the
+(scenes, people, events, things and food, written for xsearch), ``everyday_more.tsv`` (more
+of them: places, weather, festivals, sports, roles, animals, plants, dishes, household
+things, clothing, vehicles, tools, documents and screens, written for xsearch),
+``imagenet.tsv`` (the
 ImageNet classes, English from open_clip and Chinese from cn-clip; see
 ``scripts/build_labels.py``) and ``templates.json`` (prompts per language).
 
@@ -50,7 +53,7 @@ __all__ = [
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
 #: The parts of the shipped vocabulary, most specific first.
-SHIPPED_PARTS = ("emoji", "everyday", "imagenet")
+SHIPPED_PARTS = ("emoji", "everyday", "everyday_more", "imagenet")
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 
 
@@ -251,7 +254,7 @@ def load_labels_file(path: Path) -> Vocabulary:
 
 @functools.cache
 def shipped_vocabulary(parts: tuple[str, ...] = ()) -> Vocabulary:
-    """The vocabulary that comes with xsearch (1,322 concepts), or only some of its parts."""
+    """The vocabulary that comes with xsearch (3,205 concepts), or only some of its parts."""
     unknown = set(parts) - set(SHIPPED_PARTS)
     if unknown:
         raise ValueError(f"no vocabulary part {sorted(unknown)}; there are {SHIPPED_PARTS}")

@@ -24,10 +24,10 @@ vocabulary  lang   method     threshold  prec.   F1
 49 (toy's)  zh     softmax    0.212      0.815   0.802
 49 (toy's)  en     margin     0.209      0.576   0.614
 49 (toy's)  zh     margin     0.237      0.563   0.578
-1,322       en     softmax    0.110      0.403   0.399
-1,322       zh     softmax    0.079      0.282   0.298
-1,322       en     margin     0.245      0.224   0.310
-1,322       zh     margin     -0.038     0.140   0.221
+3,205       en     softmax    0.049      0.251   0.311
+3,205       zh     softmax    0.058      0.246   0.225
+3,205       en     margin     0.232      0.181   0.262
+3,205       zh     margin     -0.010     0.103   0.163
 ==========  =====  =========  =========  ======  =====
 
 The softmax won every time, so it is the method, with one threshold of 0.2 for both
