@@ -68,6 +68,10 @@ class Engine:
         self._subsets = SubsetCache()
         self._encoder_notices: list[str] = []
         self._on_prepare: Callable[[], None] | None = None
+        # Which encoder runs here, its files and how it encodes: one for the engine's life.
+        self._assembly = EncoderAssembly(
+            self.settings, notices=self._encoder_notices, on_prepare=self._preparing
+        )
         self._vocabulary: Vocabulary | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -144,10 +148,7 @@ class Engine:
         return self._encoder
 
     def _assemble_encoder(self) -> Encoder:
-        assembly = EncoderAssembly(
-            self.settings, notices=self._encoder_notices, on_prepare=self._preparing
-        )
-        return assembly.encoder(get_profile(self.profile_name()))
+        return self._assembly.encoder(get_profile(self.profile_name()))
 
     def _preparing(self) -> None:
         if self._on_prepare is not None:
@@ -445,9 +446,7 @@ class Engine:
         def logit_scale() -> float:
             profile = get_profile(self.profile_name())
             try:
-                checkpoint = (
-                    EncoderAssembly(self.settings, notices=[]).model_files(profile).checkpoint
-                )
+                checkpoint = self._assembly.model_files(profile).checkpoint
             except ModelError:
                 checkpoint = None  # a model without files here (a test's fake): CLIP's 100
             return logit_scale_of(checkpoint)
@@ -496,7 +495,7 @@ class Engine:
             self.location,
             store,
             self._index_manager(store) if model is not None else None,
-            EncoderAssembly(self.settings, notices=[]).encodings(model.profile if model else None),
+            self._assembly.encodings(model.profile if model else None),
         )
 
     def info_json(self) -> str:
