@@ -2,7 +2,7 @@
 
     python -m bench.tags [--per-class 20]
 
-With the bundled toy model and the shipped vocabulary (3,205 concepts), on generated
+With the bundled toy model and the shipped vocabulary (3,184 concepts), on generated
 held-out emoji scenes (``xsearch.tag_eval``):
 
 1. calibration: thresholds for the softmax and the margin score picked for the best
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument(
         "--full-vocabulary",
         action="store_true",
-        help="all 3,205 concepts instead of the 49 that the toy model knows",
+        help="all 3,184 concepts instead of the 49 that the toy model knows",
     )
     args = parser.parse_args()
     encoder, tagger = toy_tagger(full=args.full_vocabulary)

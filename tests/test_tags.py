@@ -37,6 +37,11 @@ def test_the_shipped_vocabulary_is_bilingual_and_holds_the_toy_models_concepts()
         assert len(set(shown)) == len(shown), f"two concepts are shown alike in {lang}"
     assert vocab.key_for("海滩") == vocab.key_for("Beach") == vocab.key_for("沙滩") == "beach"
     assert vocab.key_for("no such thing") is None
+    # cn-clip's wrong ImageNet names, replaced by scripts/build_labels.py's ZH_FIXES, stay
+    # out: neither shown nor a synonym that a tag query would match.
+    for wrong in ("红太狼", "冰熊", "女游泳衣", "平板电脑", "杀人鲸", "海黄瓜"):
+        assert vocab.key_for(wrong) is None, wrong
+    assert by_key["coyote"].zh[0] == "郊狼" and by_key["american_robin"].zh[0] == "旅鸫"
     toy = shipped_vocabulary(("emoji",))
     assert [c.key for c in toy.concepts] == [c.key for c in synth.CLASSES]
     assert toy.digest != vocab.digest

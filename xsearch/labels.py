@@ -254,7 +254,7 @@ def load_labels_file(path: Path) -> Vocabulary:
 
 @functools.cache
 def shipped_vocabulary(parts: tuple[str, ...] = ()) -> Vocabulary:
-    """The vocabulary that comes with xsearch (3,205 concepts), or only some of its parts."""
+    """The vocabulary that comes with xsearch (3,184 concepts), or only some of its parts."""
     unknown = set(parts) - set(SHIPPED_PARTS)
     if unknown:
         raise ValueError(f"no vocabulary part {sorted(unknown)}; there are {SHIPPED_PARTS}")

@@ -24,20 +24,21 @@ vocabulary  lang   method     threshold  prec.   F1
 49 (toy's)  zh     softmax    0.212      0.815   0.802
 49 (toy's)  en     margin     0.209      0.576   0.614
 49 (toy's)  zh     margin     0.237      0.563   0.578
-3,205       en     softmax    0.049      0.251   0.311
-3,205       zh     softmax    0.058      0.246   0.225
-3,205       en     margin     0.232      0.181   0.262
-3,205       zh     margin     -0.010     0.103   0.163
+3,184       en     softmax    0.049      0.250   0.310
+3,184       zh     softmax    0.056      0.229   0.220
+3,184       en     margin     0.232      0.181   0.262
+3,184       zh     margin     -0.010     0.105   0.167
 ==========  =====  =========  =========  ======  =====
 
 The softmax won every time, so it is the method, with one threshold of 0.2 for both
 languages (the toy model's own vocabulary). The margin lets labels that are near
 everything crowd in; the softmax makes them share their mass. The full vocabulary shows what
-a model does with words it never learnt (the toy model's top tag for a dog becomes "German
-Shepherd Dog"), which is why a profile names the vocabulary parts it knows
-(``ModelProfile.tag_vocabulary``). Subtracting each label's mean cosine over contentless
-backgrounds (a per-label prior) did not help the top tag either: en 0.663 → 0.650, zh
-0.401 → 0.412 on the full vocabulary at half weight, and lower at full weight.
+a model does with words it never learnt (the toy model's top tag for a dog becomes "hot
+dog" or "Newfoundland dog" in English, "puppy" in Chinese), which is why a profile names the
+vocabulary parts it knows (``ModelProfile.tag_vocabulary``). Subtracting each label's mean
+cosine over contentless backgrounds (a per-label prior) did not help the top tag either: en
+0.663 → 0.650, zh 0.401 → 0.412 at half weight, and lower at full weight; that was measured
+on the earlier vocabulary of 1,322 concepts and not re-run since.
 
 Per video, the file's tags come from the mean of its frame vectors; each frame is tagged
 too, and neighbouring frames with the same tag form one segment (its start, end and best
