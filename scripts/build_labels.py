@@ -9,8 +9,8 @@
   Classes whose English name (or shown Chinese name) is already in ``emoji.tsv`` or the
   hand-written ``everyday.tsv`` and ``everyday_more.tsv`` are left out.
 
-``everyday.tsv``, ``everyday_more.tsv`` and ``templates.json`` are written by hand. Usage (needs ``pip install
-cn-clip --no-deps``, which is only read, never imported as a model)::
+``everyday.tsv``, ``everyday_more.tsv`` and ``templates.json`` are written by hand. Usage
+(needs ``pip install cn-clip --no-deps``, which is only read, never imported as a model)::
 
     python scripts/build_labels.py
 """
@@ -34,7 +34,9 @@ HEADER = "# key<TAB>English names<TAB>Chinese names; names separated by '|', the
 # not a bunting, a coyote is not any wolf, 红太狼 is a cartoon character), or a different
 # thing altogether (tights are not a swimsuit, a notebook computer is not a tablet). Each
 # replaces cn-clip's names for that class entirely, so the wrong name is no synonym either.
-# Found by reading every English/Chinese pair of imagenet.tsv (December 2026).
+# Found by reading every English/Chinese pair of imagenet.tsv (December 2026). Where the
+# right name is already shown by a hand-written concept (tights, mask, notebook computer,
+# space heater), the class is then left out like any other duplicate.
 ZH_FIXES = {
     "American robin": "旅鸫|美洲知更鸟",
     "bulbul": "鹎|鹎鸟",
@@ -138,6 +140,12 @@ def _read_names(path: Path) -> tuple[set[str], set[str], set[str]]:
 
 
 def main() -> None:
+    import open_clip.zero_shot_metadata as meta
+
+    # Checked before anything is written, so a misspelt fix leaves the files as they were.
+    unused = set(ZH_FIXES) - set(meta.IMAGENET_CLASSNAMES)
+    if unused:
+        raise SystemExit(f"ZH_FIXES names no ImageNet class: {sorted(unused)}")
     emoji_lines = [f"{c.key}\t{'|'.join(c.en)}\t{'|'.join(c.zh)}\n" for c in synth.CLASSES]
     (OUT / "emoji.tsv").write_text(
         "# The concepts of xsearch.synth's emoji pictures (scripts/build_labels.py).\n"
@@ -145,8 +153,6 @@ def main() -> None:
         + "".join(emoji_lines),
         encoding="utf-8",
     )
-    import open_clip.zero_shot_metadata as meta
-
     taken_keys, taken_names, taken_zh = set(), set(), set()
     for part in ("emoji.tsv", "everyday.tsv", "everyday_more.tsv"):
         keys, names, zh_names = _read_names(OUT / part)
@@ -179,9 +185,6 @@ def main() -> None:
         "# (scripts/build_labels.py).\n" + HEADER + "".join(lines),
         encoding="utf-8",
     )
-    unused = set(ZH_FIXES) - set(meta.IMAGENET_CLASSNAMES)
-    if unused:
-        raise SystemExit(f"ZH_FIXES names no ImageNet class: {sorted(unused)}")
     print(f"emoji.tsv: {len(emoji_lines)} concepts, imagenet.tsv: {len(lines)}")
 
 
