@@ -446,7 +446,9 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
     settings = _settings(tmp_path, cache_dir=cache)
     with Engine(settings) as engine:
         engine.index([photos])
-        made = engine.encoder.export  # type: ignore[attr-defined]
+    # Read from the cache: the engine's encoder may have been replaced by the query one
+    # (tagging drops the indexing encoder), which has not opened the export.
+    made = onnx_int8.current_export(onnx_int8.export_directory(cache, TINY, None))
     assert made is not None and made.machine == onnx_int8.this_machine()
     here = made.machine
 
@@ -454,9 +456,12 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
         with Engine(settings.with_(model=None)) as engine:
             return engine.info().image_encoding
 
-    # The same store and cache on a CPU with other int8 kernels.
-    monkeypatch.setattr(onnx_int8, "cpu_int8_flags", lambda: ("avx2",))
+    # The same store and cache on a CPU with other int8 kernels: flags that differ from
+    # whatever CPU runs the test (an AVX2-only one lists exactly ("avx2",)).
+    other = ("avx512_vnni", "avx512bw", "avx2") if "avx512_vnni" not in here else ("avx2",)
+    monkeypatch.setattr(onnx_int8, "cpu_int8_flags", lambda: other)
     elsewhere = onnx_int8.this_machine()
+    assert elsewhere != here
     assert image_encoding() == (
         f"torch until an indexing run exports the int8 tower (the export cached at "
         f"{made.directory} was made for another CPU ({here}); this one ({elsewhere}) needs "

@@ -157,6 +157,29 @@ def test_softmax_tags_clear_the_threshold_and_video_segments_merge() -> None:
     assert [(t.key, t.start, t.end) for t in segments] == [("a", 0.0, 2.0), ("c", 2.0, 3.0)]
 
 
+def test_a_concept_is_encoded_once_in_its_scoring_language_and_shown_in_each() -> None:
+    from xsearch.labels import Concept, Vocabulary
+    from xsearch.tags import BACKGROUND_PROMPTS, label_banks
+
+    vocab = Vocabulary(
+        (Concept("kite", ("kite",), ("风筝",)), Concept("dumpling", (), ("饺子", "水饺"))),
+        {"en": ("a photo of a {}.",), "zh": ("{}",)},
+    )
+    seen: list[str] = []
+
+    def encode(texts: object) -> np.ndarray:
+        batch = list(texts)  # type: ignore[call-overload]
+        seen.extend(batch)
+        return np.array([[float(len(t)), 1.0] for t in batch], np.float32)
+
+    banks = label_banks(vocab, encode, cache_dir=None, fingerprint="")
+    # English prompts stand for the kite in both languages; the dumpling has Chinese only.
+    assert seen == ["a photo of a kite.", "饺子", "水饺", *BACKGROUND_PROMPTS["en"]]
+    assert banks["en"].keys == ("kite",) and banks["zh"].keys == ("kite", "dumpling")
+    assert banks["zh"].labels == ("风筝", "饺子")
+    np.testing.assert_array_equal(banks["zh"].matrix[0], banks["en"].matrix[0])
+
+
 # -- tags in a store -------------------------------------------------------------------------
 
 

@@ -1,10 +1,20 @@
 """Zero-shot tags: the vocabulary's concepts that a picture or video segment shows.
 
 No caption model is involved. Each concept's prompts (``labels.py``) are encoded by the
-store's own text tower once, averaged and normalised into one *label vector* per language,
-and cached under the store (``<store>/tags/``, keyed by the model's fingerprint and the
-vocabulary's digest). A stored image vector is then scored against every label vector of a
-language, and the labels whose *calibrated* score clears a threshold are its tags.
+store's own text tower once, averaged and normalised into one *label vector*, and cached
+under the store (``<store>/tags/``, keyed by the model's fingerprint and the vocabulary's
+digest). A concept is encoded in one language, the first of ``SCORING_ORDER`` that names it
+(English for every shipped concept), and shown in each language under that language's
+name. Encoding each language's prompts for its own tags was measured worse and costlier:
+with the toy model's 49 concepts the Chinese top tag was 0.926/0.889 (precision/recall)
+from Chinese prompts (four templates) against 0.938/0.898 from English ones (one), and with
+the full vocabulary 0.786/0.323 against 0.914/0.532 (``python -m bench.tags
+[--full-vocabulary]``). The shipped vocabulary's 32,764 prompts (four templates, both
+languages) kept a first ``xsearch index`` of 6 pictures with the default profile (its
+XLM-R text tower, random weights from ``bench/fakehub.py``) busy for more than 600 s on a
+2-core CPU; with its 4,020 English prompts of one template the same run took 157 s.
+A stored image vector is then scored against every label vector of a language, and the
+labels whose *calibrated* score clears a threshold are its tags.
 
 Calibration. A raw cosine says little on its own (its scale differs between models and
 between labels), so it is made relative to the other labels. Two ways were measured on the
@@ -17,24 +27,24 @@ seed 202):
 - *margin*: the label's cosine minus the best cosine of a background set of contentless
   prompts ("a photo", "一张图片", ...).
 
-==========  =====  =========  =========  ======  =====
-vocabulary  lang   method     threshold  prec.   F1
-==========  =====  =========  =========  ======  =====
-49 (toy's)  en     softmax    0.197      0.826   0.819
-49 (toy's)  zh     softmax    0.212      0.815   0.802
-49 (toy's)  en     margin     0.209      0.576   0.614
-49 (toy's)  zh     margin     0.237      0.563   0.578
-3,184       en     softmax    0.049      0.250   0.310
-3,184       zh     softmax    0.056      0.229   0.220
-3,184       en     margin     0.232      0.181   0.262
-3,184       zh     margin     -0.010     0.105   0.167
-==========  =====  =========  =========  ======  =====
+==========  =========  =========  ======  =====
+vocabulary  method     threshold  prec.   F1
+==========  =========  =========  ======  =====
+49 (toy's)  softmax    0.197      0.826   0.819
+49 (toy's)  margin     0.205      0.573   0.615
+3,184       softmax    0.066      0.298   0.330
+3,184       margin     0.230      0.184   0.266
+==========  =========  =========  ======  =====
+
+Both languages score alike, as they share the label vectors. (Each language from its own
+prompts, four templates, the Chinese rows were 0.802 and 0.578 at 49 concepts and 0.220
+and 0.167 at 3,184.)
 
 The softmax won every time, so it is the method, with one threshold of 0.2 for both
 languages (the toy model's own vocabulary). The margin lets labels that are near
 everything crowd in; the softmax makes them share their mass. The full vocabulary shows what
-a model does with words it never learnt (the toy model's top tag for a dog becomes "hot
-dog" or "Newfoundland dog" in English, "puppy" in Chinese), which is why a profile names the
+a model does with words it never learnt (the toy model's top tag for a dog often becomes
+another concept of the vocabulary), which is why a profile names the
 vocabulary parts it knows (``ModelProfile.tag_vocabulary``). Subtracting each label's mean
 cosine over contentless backgrounds (a per-label prior) did not help the top tag either: en
 0.663 → 0.650, zh 0.401 → 0.412 at half weight, and lower at full weight; that was measured
@@ -58,7 +68,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .encoders.base import Vectors, l2_normalise
-from .labels import LANGUAGES, Language, Vocabulary
+from .labels import LANGUAGES, Concept, Language, Vocabulary
 
 __all__ = [
     "BACKGROUND_PROMPTS",
@@ -81,8 +91,13 @@ BACKGROUND_PROMPTS: dict[Language, tuple[str, ...]] = {
 # CLIP's initial logit scale, for checkpoints that do not hold one (or cannot be read).
 _DEFAULT_LOGIT_SCALE = 100.0
 _ENCODE_BATCH = 256
-# Bumped when the scoring changes, so that stores are re-tagged.
-_SCORING_VERSION = 1
+# Bumped when the scoring changes, so that stores are re-tagged (2: one scoring language).
+_SCORING_VERSION = 2
+#: The language whose prompts stand for a concept in every language's tags (the first that
+#: names it). English prompts scored the Chinese tags better than Chinese prompts did
+#: (module docstring), and one language's prompts halve the text-tower work of a model's
+#: first run.
+SCORING_ORDER: tuple[Language, ...] = ("en", "zh")
 
 TextEncoder = Callable[[Sequence[str]], Vectors]
 
@@ -165,23 +180,43 @@ def _encode(encode: TextEncoder, texts: Sequence[str]) -> Vectors:
     return np.vstack(chunks).astype(np.float32)
 
 
-def _build_bank(vocab: Vocabulary, lang: Language, encode: TextEncoder) -> LabelBank:
-    concepts = [c for c in vocab.concepts if c.names(lang)]
-    prompts = [vocab.prompts(c, lang) for c in concepts]
-    flat = [p for group in prompts for p in group]
-    vectors = _encode(encode, flat) if flat else np.zeros((0, 0), np.float32)
+def _scoring_prompts(vocab: Vocabulary, concept: Concept) -> list[str]:
+    """The prompts that stand for ``concept`` in every language: those of its first
+    language in ``SCORING_ORDER`` that names it."""
+    for lang in SCORING_ORDER:
+        if concept.names(lang):
+            return vocab.prompts(concept, lang)
+    return []
+
+
+def _mean_rows(vectors: Vectors, groups: Sequence[Sequence[str]]) -> Vectors:
+    """One normalised row per group: the mean of its prompts' vectors."""
     rows, at = [], 0
-    for group in prompts:
+    for group in groups:
         rows.append(vectors[at : at + len(group)].mean(axis=0))
         at += len(group)
-    matrix = l2_normalise(np.vstack(rows)) if rows else vectors
-    return LabelBank(
-        lang,
-        tuple(c.key for c in concepts),
-        tuple(c.names(lang)[0] for c in concepts),
-        matrix,
-        _encode(encode, BACKGROUND_PROMPTS[lang]),
-    )
+    return l2_normalise(np.vstack(rows)) if rows else vectors
+
+
+def _build_banks(vocab: Vocabulary, encode: TextEncoder) -> dict[Language, LabelBank]:
+    """Each concept is encoded once, whatever the language it is shown in; a language's
+    bank holds the concepts it names, under its own names."""
+    concepts = [c for c in vocab.concepts if any(c.names(lang) for lang in LANGUAGES)]
+    prompts = [_scoring_prompts(vocab, c) for c in concepts]
+    flat = [p for group in prompts for p in group]
+    matrix = _mean_rows(_encode(encode, flat), prompts) if flat else np.zeros((0, 0), np.float32)
+    background = _encode(encode, BACKGROUND_PROMPTS[SCORING_ORDER[0]])
+    banks = {}
+    for lang in LANGUAGES:
+        rows = [i for i, c in enumerate(concepts) if c.names(lang)]
+        banks[lang] = LabelBank(
+            lang,
+            tuple(concepts[i].key for i in rows),
+            tuple(concepts[i].names(lang)[0] for i in rows),
+            matrix[rows] if rows else np.zeros((0, matrix.shape[1]), np.float32),
+            background,
+        )
+    return banks
 
 
 def label_banks(
@@ -192,12 +227,16 @@ def label_banks(
     ``encode`` is called only when the cache holds no vectors of this model (``fingerprint``)
     and vocabulary; the cache file is written atomically.
     """
-    path = cache_dir / f"labels-{fingerprint}-{vocab.digest}.npz" if cache_dir else None
+    path = (
+        cache_dir / f"labels-{fingerprint}-{vocab.digest}-s{_SCORING_VERSION}.npz"
+        if cache_dir
+        else None
+    )
     if path is not None and path.exists():
         banks = _load(path)
         if banks is not None:
             return banks
-    banks = {lang: _build_bank(vocab, lang, encode) for lang in LANGUAGES}
+    banks = _build_banks(vocab, encode)
     if path is not None:
         _save(path, banks)
         # Vectors of an earlier vocabulary (or model) of this store are not needed again.
