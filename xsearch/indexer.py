@@ -191,11 +191,17 @@ class Indexer:
             seen.add(entry.path)
             if plan.found % 1000 == 0:
                 self._progress("scan", plan.found, 0)
+            state = known.get(entry.path)
+            # The stat fast path, inline: on a re-index nearly every file takes it.
+            if state is not None and state.size == entry.size and state.mtime_ns == entry.mtime_ns:
+                plan.outcomes.append(FileOutcome(entry.path, "unchanged"))
+                continue
             try:
-                self._plan_entry(entry, known.get(entry.path), failed.get(entry.path), plan, new)
+                self._plan_entry(entry, state, failed.get(entry.path), plan, new)
             except Exception as exc:  # one file's fault while planning is that file's alone
                 plan.outcomes.append(FileOutcome(entry.path, "failed", *failure_of(exc)))
-        missing = {path: state for path, state in known.items() if path not in seen}
+        gone = known.keys() - seen  # a set difference in C: 1M paths in a blink
+        missing = {path: state for path, state in known.items() if path in gone} if gone else {}
         self._plan_moves(new, missing, plan)
         for path, state in missing.items():
             plan.early.deletes.append(state.id)

@@ -33,7 +33,7 @@ __all__ = ["KNOWN_HEAD", "StoreReader", "revision_of"]
 #: The newest revision in migrations/versions. A store at this revision is read without
 #: importing alembic or SQLAlchemy; any other is migrated first (``repository.Store``). A test
 #: checks it against alembic's own answer.
-KNOWN_HEAD = "0003"
+KNOWN_HEAD = "0004"
 
 # SQLite's historical limit on bound parameters per statement is 999.
 _IN_CHUNK = 900
@@ -162,7 +162,7 @@ class StoreReader:
         rows = self._rows(
             f"SELECT path, id, size, mtime_ns, content_hash FROM media WHERE {where}", params
         )
-        return {path: FileState(*rest) for path, *rest in rows}
+        return {path: FileState(i, size, mtime, digest) for path, i, size, mtime, digest in rows}
 
     def failures_under(self, roots: Sequence[bytes]) -> dict[bytes, tuple[int, int, str]]:
         """Files that failed before, at or below ``roots``: path → (size, mtime_ns, reason)."""
@@ -238,13 +238,34 @@ class StoreReader:
 
     # -- reads for filtered and keyword search -----------------------------------------------
 
-    def matching_vector_ids(self, filters: SearchFilters) -> np.ndarray:
-        """The ids of the vectors of files that pass ``filters`` (the score aside)."""
+    def matching_vector_ids(self, filters: SearchFilters, limit: int | None = None) -> np.ndarray:
+        """The ids of the vectors of files that pass ``filters`` (the score aside): all of
+        them, or any ``limit`` of them (enough to tell that more pass than a query can use:
+        listing 10M ids costs seconds)."""
         where, params = _media_conditions(filters)
-        rows = self._rows(
-            f"SELECT v.id FROM vectors v JOIN media m ON m.id = v.media_id WHERE {where}", params
-        )
+        sql = f"SELECT v.id FROM vectors v JOIN media m ON m.id = v.media_id WHERE {where}"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
+        rows = self._rows(sql, params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def with_passing_tags(self, vector_ids: Sequence[int], filters: SearchFilters) -> np.ndarray:
+        """Those of ``vector_ids`` whose files pass the tag filters of ``filters`` (the
+        other filters are :meth:`SearchFilters.matches`'s, checked on the rows)."""
+        # Correlated, so that SQLite starts from the few ids rather than from every file
+        # of a common tag.
+        has = "EXISTS (SELECT 1 FROM tags t WHERE t.label_key = ? AND t.media_id = v.media_id)"
+        conditions = [has] * len(filters.tags) + ["NOT " + has] * len(filters.without_tags)
+        where = " AND ".join(conditions) or "1"
+        params = [*filters.tags, *filters.without_tags]
+        out: list[int] = []
+        for part in _chunks([int(v) for v in vector_ids]):
+            rows = self._rows(
+                f"SELECT v.id FROM vectors v WHERE v.id IN ({_marks(part)}) AND {where}",
+                [*part, *params],
+            )
+            out += [r[0] for r in rows]
+        return np.asarray(out, dtype=np.int64)
 
     def media_timelines(self, media_ids: Sequence[int]) -> dict[int, list[HitRow]]:
         """All vectors of several files at once, each file's in time order."""
@@ -349,7 +370,11 @@ def _media_conditions(filters: SearchFilters) -> tuple[str, list[Any]]:
         conditions.append("m.id IN (SELECT media_id FROM tags WHERE label_key = ?)")
         params.append(key)
     for key in filters.without_tags:
-        conditions.append("m.id NOT IN (SELECT media_id FROM tags WHERE label_key = ?)")
+        # Correlated, through the (label_key, media_id) index: a NOT IN list would first
+        # gather every file of the tag, millions of rows for a common one.
+        conditions.append(
+            "NOT EXISTS (SELECT 1 FROM tags t WHERE t.label_key = ? AND t.media_id = m.id)"
+        )
         params.append(key)
     when = "coalesce(m.captured_at, m.mtime_ns / 1e9)"
     if filters.after is not None:
