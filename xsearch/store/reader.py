@@ -37,6 +37,8 @@ KNOWN_HEAD = "0004"
 
 # SQLite's historical limit on bound parameters per statement is 999.
 _IN_CHUNK = 900
+# Counts kept for keyword search (by generation, statement and parameters).
+_COUNTS_KEPT = 4096
 
 _HIT_COLUMNS = (
     "v.id, v.t, v.t_start, v.t_end, m.id, m.path, m.display_path, m.media_type, m.width, "
@@ -72,6 +74,7 @@ class StoreReader:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._counts: dict[tuple[int, str, tuple[Any, ...]], Any] = {}
 
     def close(self) -> None:
         with self._connections_lock:
@@ -118,6 +121,20 @@ class StoreReader:
     def _value(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._rows(sql, params)
         return rows[0][0] if rows else None
+
+    def _counted(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """``_value``, remembered while the store's generation holds: the counts that keyword
+        search asks for (every file; the files of a word) cost 0.6 s each at 10M files."""
+        key = (self.generation(), sql, tuple(params))
+        with self._connections_lock:
+            if key in self._counts:
+                return self._counts[key]
+        value = self._value(sql, params)
+        with self._connections_lock:
+            if len(self._counts) >= _COUNTS_KEPT or any(k[0] != key[0] for k in self._counts):
+                self._counts.clear()
+            self._counts[key] = value
+        return value
 
     def schema_revision(self) -> str | None:
         try:
@@ -279,7 +296,7 @@ class StoreReader:
 
     def keyword_media(self, words: str, filters: SearchFilters, limit: int) -> list[int]:
         """Ids of files whose path or EXIF words match ``words``, best (BM25) first."""
-        expr = fts.informative_expression(self._value, words)
+        expr = fts.informative_expression(self._counted, words)
         if expr is None:
             return []
         where, params = _media_conditions(filters)
