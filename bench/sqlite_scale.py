@@ -35,6 +35,7 @@ import numpy as np
 
 from xsearch.filters import SearchFilters, parse_when
 from xsearch.query import SearchRequest, run_search
+from xsearch.store import fts
 from xsearch.store.reader import StoreReader
 from xsearch.store.repository import Store
 
@@ -121,6 +122,7 @@ def run(
     rebuild: bool = False,
     dim: int = 16,
     store: Path | None = None,
+    filter_reps: int | None = None,
     log: Log = lambda _m: None,
 ) -> dict[str, Any]:
     """Build (or reuse) the fixture of ``rows`` files and measure; a JSON-able result."""
@@ -142,12 +144,14 @@ def run(
     built["open_and_migrate_s"] = round(time.perf_counter() - migrating, 1)
     reader = StoreReader(location)
     try:
-        return {**built, **_measure(reader, rows, reps, log)}
+        return {**built, **_measure(reader, rows, reps, filter_reps, log)}
     finally:
         reader.close()
 
 
-def _measure(store: StoreReader, rows: int, reps: int, log: Log) -> dict[str, Any]:
+def _measure(
+    store: StoreReader, rows: int, reps: int, filter_reps: int | None, log: Log
+) -> dict[str, Any]:
     from .sqlite_fixture import concept_keys
 
     counts = store.counts()
@@ -173,7 +177,7 @@ def _measure(store: StoreReader, rows: int, reps: int, log: Log) -> dict[str, An
     query = np.ones(store.model().dim, np.float32)  # type: ignore[union-attr]
     query /= np.linalg.norm(query)
     index = _FakeIndex(n_vectors)
-    few = max(5, reps // 5)
+    few = filter_reps or max(5, reps // 5)
     first = store.media_by_id(1)
     assert first is not None, "not a store of bench.sqlite_fixture"
     root = first.path.rsplit(b"/", 3)[0]  # <root>/<year>/<folder>/<name>
@@ -198,7 +202,7 @@ def _measure(store: StoreReader, rows: int, reps: int, log: Log) -> dict[str, An
         out.append(
             {
                 "what": f"keywords {name}",
-                "matches": len(store.keyword_media(words, SearchFilters(), rows)),
+                "matches": _matches(store, words),
                 **_prefixed(
                     "fts_",
                     _timed(lambda w=words: store.keyword_media(w, SearchFilters(), 100), few),
@@ -217,8 +221,16 @@ def _measure(store: StoreReader, rows: int, reps: int, log: Log) -> dict[str, An
         "vectors": n_vectors,
         "db_mb": round(size_mb),
         "reps": reps,
+        "filter_reps": few,
         "rows": out,
     }
+
+
+def _matches(store: StoreReader, words: str) -> int:
+    """Files that have any of the words (before the ubiquitous ones are left out)."""
+    expr = fts.match_expression(words)
+    sql = f"SELECT count(*) FROM {fts.FTS_TABLE} WHERE {fts.FTS_TABLE} MATCH ?"
+    return int(store._value(sql, (expr,))) if expr else 0
 
 
 def _ids(rng: np.random.Generator, n: int, k: int) -> list[int]:
@@ -240,6 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
     parser.add_argument("--rebuild", action="store_true", help="build the store anew")
     parser.add_argument("--dim", type=int, default=16, help="stored vector dimension")
+    parser.add_argument(
+        "--filter-reps",
+        type=int,
+        help="repetitions of each filter and keyword search "
+        "(default: a fifth of --reps, at least 5; fewer for a slow store)",
+    )
     parser.add_argument("--store", type=Path, help="a fixture store to use (default: by --rows)")
     parser.add_argument("--out", type=Path, help="also write the result as JSON here")
     args = parser.parse_args(argv)
@@ -250,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         rebuild=args.rebuild,
         dim=args.dim,
         store=args.store,
+        filter_reps=args.filter_reps,
         log=_log,
     )
     from .report import rows_table

@@ -181,6 +181,26 @@ class StoreReader:
         )
         return {path: FileState(i, size, mtime, digest) for path, i, size, mtime, digest in rows}
 
+    def stats_under(self, roots: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        """(size, mtime_ns) of every indexed file at or below ``roots``, by path: all that
+        the stat fast path of a re-index compares."""
+        where, params = _prefix_filter("path", roots)
+        rows = self._rows(f"SELECT path, size, mtime_ns FROM media WHERE {where}", params)
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+    def states_of(self, paths: Sequence[bytes]) -> dict[bytes, FileState]:
+        """The stored state of the files at ``paths`` (those not stored are left out)."""
+        out: dict[bytes, FileState] = {}
+        for start in range(0, len(paths), _IN_CHUNK):
+            part = list(paths[start : start + _IN_CHUNK])
+            rows = self._rows(
+                "SELECT path, id, size, mtime_ns, content_hash FROM media "
+                f"WHERE path IN ({_marks(part)})",
+                part,
+            )
+            out.update((p, FileState(i, size, mtime, digest)) for p, i, size, mtime, digest in rows)
+        return out
+
     def failures_under(self, roots: Sequence[bytes]) -> dict[bytes, tuple[int, int, str]]:
         """Files that failed before, at or below ``roots``: path → (size, mtime_ns, reason)."""
         where, params = _prefix_filter("path", roots)
