@@ -24,7 +24,7 @@ from .base import IndexMeta, SearchResult, VectorIndex, read_meta, write_meta
 from .build import BuiltIndex, build_index, source_reranker
 from .exact import NumpyIndex
 from .faiss_index import FaissIndex, faiss_gpus
-from .ondisk import DISK_KIND, OnDiskIndex
+from .ondisk import DISK_KIND, OnDiskIndex, remove_other_builds
 from .selector import IndexSpec, SelectorPolicy, canonical_kind, outgrown, spec_for_kind
 from .torch_index import TorchExactIndex, torch_gpu_available
 
@@ -279,6 +279,9 @@ class IndexManager:
             assert built is not None
             stored = index.base if isinstance(index, TorchExactIndex) else index
             stored.save(self.index_path)
+            if not isinstance(stored, OnDiskIndex):
+                # The files of an on-disk build this one replaced (it removes them itself).
+                remove_other_builds(self.index_path, keep="")
             write_meta(
                 self.meta_path,
                 IndexMeta(
