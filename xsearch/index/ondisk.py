@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from ..errors import IndexBackendError
 from .base import SearchResult, atomic_write
-from .faiss_index import _ivf_ids, _rerank, import_faiss
+from .faiss_index import _ivf_ids, _rerank, _threads_for, import_faiss
 
 __all__ = ["DISK_KIND", "OnDiskIndex", "RefineStore", "new_token", "token_files"]
 
@@ -245,6 +245,10 @@ class OnDiskIndex:
         self._selector = None
 
     def search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
+        with _threads_for(queries.shape[0]):
+            return self._search(queries, k)
+
+    def _search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
         n_q = queries.shape[0]
         if len(self) == 0 or k == 0:
             return (
