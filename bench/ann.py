@@ -46,31 +46,44 @@ STREAMED_QUERIES = 300
 
 class PeakRSS:
     """The largest resident set of this process while it is entered, sampled every 50 ms
-    from /proc/self/statm (file pages of mapped index files count once touched)."""
+    from /proc/self/status: in all, and its anonymous part (heap: what the build itself
+    holds). The rest is file pages of mapped files (lists, refine store), which the kernel
+    maps in around every touched row and can drop again at any time."""
 
     def __init__(self) -> None:
         self.peak = 0
+        self.peak_anon = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * resource.getpagesize()
+    @staticmethod
+    def _rss() -> tuple[int, int]:
+        found: dict[str, int] = {}
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "RssAnon"):
+                    found[name] = int(value.split()[0]) * 1024
+        return found.get("VmRSS", 0), found.get("RssAnon", 0)
+
+    def _take(self) -> None:
+        rss, anon = self._rss()
+        self.peak, self.peak_anon = max(self.peak, rss), max(self.peak_anon, anon)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            self._take()
             self._stop.wait(0.05)
 
     def __enter__(self) -> PeakRSS:
-        self.start_rss = self._rss()
+        self.start_rss, self.start_anon = self._rss()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._take()
 
 
 def exact_top10(
@@ -220,8 +233,10 @@ def run(
             "recall_at_10_textlike": recall_at_k(got_text, want[1]),
             "index_bytes": index_bytes(built.index),
             "bytes_per_vector_estimate": built.spec.bytes_per_vector(dim),
-            "build_peak_rss_mb": round((rss.peak) / 2**20),
+            "build_peak_rss_mb": round(rss.peak / 2**20),
+            "build_peak_anon_mb": round(rss.peak_anon / 2**20),
             "rss_before_build_mb": round(rss.start_rss / 2**20),
+            "anon_before_build_mb": round(rss.start_anon / 2**20),
             "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             **latency_ms(built.index, text_like[:300], text_ms),
         }

@@ -182,6 +182,7 @@ def test_the_engine_indexes_deletes_and_reopens_the_disk_kind(
     disk_store: tuple[Path, Path],
 ) -> None:
     photos, store = disk_store
+    first_build = {p.name for p in store.glob("index.faiss.*.ivfdata")}
     with Engine(_settings(store)) as engine:
         assert len(engine.search("anything", limit=50)) == 40
         for i in range(0, 40, 4):
@@ -195,6 +196,9 @@ def test_the_engine_indexes_deletes_and_reopens_the_disk_kind(
         names = {Path(h.path).name for h in engine.search("anything", limit=50)}
         assert len(names) == 31 and "p00.jpg" not in names and "new.jpg" in names
         assert check_store(engine).lines[-1].startswith("OK")
+    # 10 tombstones in 31 vectors passed compact_above (20 %): the index was built anew.
+    compacted = {p.name for p in store.glob("index.faiss.*.ivfdata")}
+    assert len(compacted) == 1 and compacted != first_build
 
 
 def test_rebuild_index_makes_one_build_and_removes_the_last(disk_store: tuple[Path, Path]) -> None:
