@@ -204,7 +204,8 @@ def run(
     for kind in kinds:
         spec = spec_for_kind(kind, n, dim, policy)
         faiss.omp_set_num_threads(2)
-        path = workdir / kind / "index.faiss"
+        # One folder per kind and size: a run at another size never removes this one's files.
+        path = workdir / f"{kind}-{n}" / "index.faiss"
         shutil.rmtree(path.parent, ignore_errors=True)
         path.parent.mkdir(parents=True)
         tops = (RunningTopK(fresh, 10), RunningTopK(text_like, 10))
