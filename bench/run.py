@@ -49,7 +49,10 @@ def _section_ann(args: argparse.Namespace) -> dict[str, Any]:
 
     kinds = tuple(args.ann_kinds) if args.ann_kinds else ann.KINDS
     return ann.run(
-        args.ann_vectors or (100_000 if args.quick else 1_000_000), kinds=kinds, log=_log
+        args.ann_vectors or (100_000 if args.quick else 1_000_000),
+        kinds=kinds,
+        workdir=args.workdir / "ann",
+        log=_log,
     )
 
 

@@ -21,6 +21,11 @@ __all__ = ["RunningTopK", "TuningResult", "perturbed_queries", "recall_at_k", "t
 # Search-time knobs tried, cheapest first.
 _EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 _K_FACTORS = (1, 2, 4, 8, 16)
+# ivfpq-disk re-ranks from a local file, cheaper than the store: more candidates, and no
+# setting without re-ranking (PQ alone stays far below the target at 512-d). nprobe stops
+# at a cap: past it a scan of the on-disk lists costs more than more candidates do.
+_DISK_K_FACTORS = (4, 8, 16, 32)
+_DISK_MAX_NPROBE = 1024
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,9 @@ def _grid(kind: str, nlist: int, can_rerank: bool) -> list[dict[str, int]]:
     if kind == "hnsw":
         return [{"efSearch": ef} for ef in _EF_SEARCH]
     nprobes = [p for p in (2**i for i in range(17)) if p < nlist] + [nlist]
+    if kind == "ivfpq-disk":
+        capped = [p for p in nprobes if p <= _DISK_MAX_NPROBE]
+        return [{"nprobe": p, "k_factor": f} for f in _DISK_K_FACTORS for p in capped]
     if kind != "ivfpq":
         return [{"nprobe": p} for p in nprobes]
     factors = _K_FACTORS if can_rerank else (1,)
