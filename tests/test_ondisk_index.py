@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +65,23 @@ def test_the_selector_goes_to_disk_when_no_code_size_fits() -> None:
     assert spec.kind == DISK_KIND and spec.pq_m == DIM  # its codes cost no memory
     assert spec.bytes_per_vector(DIM) * 5_000 <= tight.memory_budget
     assert spec_for_kind("ondisk", 5_000, DIM).kind == DISK_KIND
+
+
+def test_the_streamed_build_tunes_with_the_policys_margin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xsearch.index import stream_build
+
+    margins: list[float] = []
+    real_tune = stream_build.tune
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        margins.append(kwargs.get("margin", 0.0))
+        return real_tune(*args, **kwargs)
+
+    monkeypatch.setattr(stream_build, "tune", recording)
+    _built(tmp_path / "index.faiss", shards=1)
+    assert margins == [SMALL.disk_recall_margin] and SMALL.disk_recall_margin > 0
 
 
 def test_a_sharded_build_searches_like_the_oracle(tmp_path: Path) -> None:

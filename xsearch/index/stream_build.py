@@ -127,6 +127,7 @@ def build_ondisk(
         kind=spec.kind,
         nlist=spec.nlist,
         target=policy.target_recall,
+        margin=policy.disk_recall_margin,
     )
     return StreamedBuild(index, result.recall, result.params, len(shard_paths))
 
