@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,11 +63,15 @@ def _save_npy(path: Path, array: npt.NDArray[Any]) -> None:
 
 
 class RefineStore:
-    """Float16 copies of the vectors, appended to a file and read back through mmap.
+    """Float16 copies of the vectors, in a file read back through mmap.
 
-    Rows are only appended; an id added again (after a delete) has its latest row used. The
-    ids file is written by :meth:`save`; rows past it (a crash between the two) are cut off
-    when the store is opened again.
+    Rows are only appended; an id added again (after a delete) has its latest row used. A
+    store opened from disk, or saved once, is shared: other processes (a query beside an
+    index run) map the rows its ids file lists. Rows added to a shared store therefore go
+    to a private, unnamed scratch file, and :meth:`save` (only the writer saves) copies them
+    into the refine file past the saved rows, fsyncs, then writes the ids file. Rows past the
+    ids file (a crash between the two) are ignored and overwritten by the next save. Only a
+    new build's file, which no other process knows yet, is appended to directly.
     """
 
     def __init__(self, path: Path, dim: int, ids: npt.NDArray[np.int64] | None = None) -> None:
@@ -73,21 +79,33 @@ class RefineStore:
         self.dim = dim
         self._ids: list[npt.NDArray[np.int64]] = [] if ids is None else [ids]
         self._count = 0 if ids is None else len(ids)
-        self._rows: np.memmap[Any, np.dtype[np.float16]] | None = None
         self._lookup: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
-        row_bytes = 2 * dim
+        # Rows of the refine file this store reads; more are in the scratch file.
+        self._in_file = self._count
+        self._shared = ids is not None
+        self._scratch: Any = None
+        self._scratch_rows: np.memmap[Any, np.dtype[np.float16]] | None = None
         size = path.stat().st_size if path.exists() else 0
-        if size < self._count * row_bytes:
+        if size < self._count * self._row_bytes:
             raise IndexBackendError(
-                f"The refine store {path.name} holds {size // row_bytes} rows, "
+                f"The refine store {path.name} holds {size // self._row_bytes} rows, "
                 f"{self._count} expected."
             )
-        if size > self._count * row_bytes:
-            os.truncate(path, self._count * row_bytes)
+        # Mapped now: a later save of another build may unlink the file (the mapping stays).
+        self._rows = self._map_file()
 
     @classmethod
     def open(cls, path: Path, ids_path: Path, dim: int) -> RefineStore:
         return cls(path, dim, np.load(ids_path).astype(np.int64))
+
+    @property
+    def _row_bytes(self) -> int:
+        return 2 * self.dim
+
+    def _map_file(self) -> np.memmap[Any, np.dtype[np.float16]] | None:
+        if self._in_file == 0:
+            return None
+        return np.memmap(self.path, np.float16, "r", shape=(self._in_file, self.dim))
 
     def __len__(self) -> int:
         return self._count
@@ -101,17 +119,40 @@ class RefineStore:
     def append(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         if len(ids) == 0:
             return
-        with self.path.open("ab") as fh:
-            fh.write(np.ascontiguousarray(vectors, dtype=np.float16).tobytes())
+        data = np.ascontiguousarray(vectors, dtype=np.float16).tobytes()
+        if self._shared:
+            if self._scratch is None:
+                # Closed by save(), or with the store: it lives as long as the rows in it.
+                self._scratch = tempfile.TemporaryFile(dir=self.path.parent)  # noqa: SIM115
+            self._scratch.seek(0, os.SEEK_END)
+            self._scratch.write(data)
+            self._scratch.flush()
+            self._scratch_rows = None
+        else:
+            with self.path.open("ab") as fh:
+                fh.write(data)
+            self._in_file += len(ids)
+            self._rows = None
         self._ids.append(np.asarray(ids, dtype=np.int64).copy())
         self._count += len(ids)
-        self._rows = None
         self._lookup = None
 
     def save(self, ids_path: Path) -> None:
-        with self.path.open("rb+") as fh:
+        """The scratch rows into the file past the saved ones, fsynced, then the ids file."""
+        with self.path.open("ab" if not self.path.exists() else "rb+") as fh:
+            if self._scratch is not None:
+                fh.seek(self._in_file * self._row_bytes)
+                self._scratch.seek(0)
+                shutil.copyfileobj(self._scratch, fh)
+                fh.truncate()  # a crashed run's rows past these (no reader maps them)
+            fh.flush()
             os.fsync(fh.fileno())
         _save_npy(ids_path, self.ids())
+        if self._scratch is not None:
+            self._scratch.close()
+            self._scratch, self._scratch_rows = None, None
+        self._in_file, self._shared = self._count, True
+        self._rows = self._map_file()
 
     def fetch(
         self, wanted: npt.NDArray[np.int64]
@@ -121,15 +162,28 @@ class RefineStore:
             ids = self.ids()
             order = np.argsort(ids, kind="stable")
             self._lookup = (ids[order], order)
-        if self._rows is None and self._count:
-            self._rows = np.memmap(self.path, np.float16, "r", shape=(self._count, self.dim))
         sorted_ids, order = self._lookup
         pos = np.searchsorted(sorted_ids, wanted, side="right") - 1
         found = (pos >= 0) & (sorted_ids[np.maximum(pos, 0)] == wanted)
         rows = np.sort(order[pos[found]])  # in file order: fewer, longer reads
-        if self._rows is None or len(rows) == 0:
+        if len(rows) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        return self.ids()[rows], np.asarray(self._rows[rows], dtype=np.float32)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        in_file = rows < self._in_file
+        if in_file.any():
+            if self._rows is None:
+                self._rows = self._map_file()
+            assert self._rows is not None
+            out[in_file] = self._rows[rows[in_file]]
+        if not in_file.all():
+            out[~in_file] = self._scratch_map()[rows[~in_file] - self._in_file]
+        return self.ids()[rows], out
+
+    def _scratch_map(self) -> np.memmap[Any, np.dtype[np.float16]]:
+        if self._scratch_rows is None:
+            shape = (self._count - self._in_file, self.dim)
+            self._scratch_rows = np.memmap(self._scratch, np.float16, "r", shape=shape)
+        return self._scratch_rows
 
 
 class OnDiskIndex:
@@ -323,8 +377,6 @@ class OnDiskIndex:
 
     def _move_to(self, path: Path) -> None:
         """Hard-link (or copy) this build's lists and refine rows beside ``path``."""
-        import shutil
-
         old, new = token_files(self.path, self.token), token_files(path, self.token)
         for suffix in (".ivfdata", ".refine"):
             new[suffix].unlink(missing_ok=True)
@@ -333,6 +385,7 @@ class OnDiskIndex:
             except OSError:
                 shutil.copyfile(old[suffix], new[suffix])
         self.path = path
+        self.refine.path = new[".refine"]
 
 
 def remove_other_builds(path: Path, keep: str) -> None:
