@@ -182,6 +182,35 @@ def test_a_second_process_adding_to_the_saved_index_keeps_the_rows_apart(
     assert np.array_equal(rows, index.refine.fetch(index.refine.ids()[:5])[1])
 
 
+def test_save_syncs_the_lists_file_before_the_header_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """merge_ondisk writes the lists through a mapping without syncing them."""
+    import os
+
+    from xsearch.index import ondisk
+
+    path = tmp_path / "index.faiss"
+    index, _, _ = _built(path, shards=2)
+    events: list[str] = []
+    real_fsync, real_write = os.fsync, ondisk.atomic_write
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    def atomic_write(target: Path, write: Any) -> None:
+        events.append("write " + target.name)
+        real_write(target, write)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(ondisk, "atomic_write", atomic_write)
+    index.save(path)
+    lists = token_files(path, index.token)[".ivfdata"].name
+    assert f"fsync {lists}" in events
+    assert events.index(f"fsync {lists}") < events.index("write index.faiss")
+
+
 def test_a_missing_or_short_file_refuses_to_load(tmp_path: Path) -> None:
     path = tmp_path / "index.faiss"
     index, _, _ = _built(path, shards=2)

@@ -62,6 +62,11 @@ def _save_npy(path: Path, array: npt.NDArray[Any]) -> None:
     atomic_write(path, write)
 
 
+def _fsync(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
+
+
 class RefineStore:
     """Float16 copies of the vectors, in a file read back through mmap.
 
@@ -359,13 +364,16 @@ class OnDiskIndex:
     def save(self, path: Path) -> None:
         """Write what changed since the build, then the header, each file atomically.
 
-        The order keeps every crash recoverable by the manager's reconciliation: refine ids
-        before the delta (a vector the delta has is always in the refine store), tombstones
+        The order keeps every crash recoverable by the manager's reconciliation: the lists
+        and refine rows on disk before anything names them, refine ids before the delta (a vector the delta has is always in the refine store), tombstones
         after. Files of other builds are removed once the header names this one.
         """
         if path.resolve() != self.path.resolve():
             self._move_to(path)
         files = token_files(path, self.token)
+        # merge_ondisk writes the lists through a mapping and never syncs them: without this
+        # a power cut after the header below could leave a header over unwritten lists.
+        _fsync(files[".ivfdata"])
         self.refine.save(files[".refine-ids.npy"])
         atomic_write(files[".delta"], lambda tmp: self._faiss.write_index(self._delta, str(tmp)))
         if self._dead:
