@@ -211,6 +211,20 @@ def test_save_syncs_the_lists_file_before_the_header_names_it(
     assert events.index(f"fsync {lists}") < events.index("write index.faiss")
 
 
+def test_saved_under_another_name_it_opens_from_its_own_files(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    index, params, _ = _built(tmp_path / "a" / "index.faiss", shards=1)
+    queries = clustered(20, seed=8)
+    _, found = index.search(queries, 10)
+    moved = tmp_path / "b" / "x.faiss"
+    index.save(moved)
+    again = OnDiskIndex.load(moved)
+    again.set_search_params(**params)
+    assert len(again) == N and np.array_equal(again.search(queries, 10)[1], found)
+    assert token_files(moved, again.token)[".ivfdata"].exists()
+
+
 def test_a_missing_or_short_file_refuses_to_load(tmp_path: Path) -> None:
     path = tmp_path / "index.faiss"
     index, _, _ = _built(path, shards=2)

@@ -232,6 +232,8 @@ class OnDiskIndex:
         if not isinstance(lists, faiss.OnDiskInvertedLists):
             raise IndexBackendError(f"{path.name} has no on-disk inverted lists.")
         name = Path(lists.filename).name
+        if not (name.startswith(path.name + ".") and name.endswith(".ivfdata")):
+            raise IndexBackendError(f"{path.name} names the lists file of another index, {name}.")
         token = name[len(path.name) + 1 : -len(".ivfdata")]
         files = token_files(path, token)
         size = files[".ivfdata"].stat().st_size  # (raises when it is gone)
@@ -392,6 +394,9 @@ class OnDiskIndex:
                 os.link(old[suffix], new[suffix])
             except OSError:
                 shutil.copyfile(old[suffix], new[suffix])
+        # The header names its lists file: written as it is, it would name the old one.
+        lists = self._faiss.extract_index_ivf(self._base).invlists
+        self._faiss.downcast_InvertedLists(lists).filename = str(new[".ivfdata"])
         self.path = path
         self.refine.path = new[".refine"]
 
