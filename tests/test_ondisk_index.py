@@ -101,6 +101,24 @@ def test_a_sharded_build_searches_like_the_oracle(tmp_path: Path) -> None:
     assert set(everything[0].tolist()) == set(ids.tolist())
 
 
+def test_the_merge_prints_nothing_on_stdout(tmp_path: Path) -> None:
+    """faiss prints "resizing ..." from C while merging; stdout may be a command's JSON."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; import faiss; faiss.omp_set_num_threads(1); "
+        "from tests.test_ondisk_index import _built; "
+        f"_built(Path({str(tmp_path / 'index.faiss')!r}), shards=2); print('done')"
+    )
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert run.stdout == "done\n"
+    assert "resizing" in run.stderr
+
+
 def test_add_delete_save_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "index.faiss"
     index, params, vectors = _built(path)
