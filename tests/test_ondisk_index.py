@@ -101,22 +101,26 @@ def test_a_sharded_build_searches_like_the_oracle(tmp_path: Path) -> None:
     assert set(everything[0].tolist()) == set(ids.tolist())
 
 
-def test_the_merge_prints_nothing_on_stdout(tmp_path: Path) -> None:
-    """faiss prints "resizing ..." from C while merging; stdout may be a command's JSON."""
+def test_merging_and_opening_from_a_moved_folder_print_nothing_on_stdout(tmp_path: Path) -> None:
+    """faiss prints from C while merging ("resizing ...") and when it opens lists from a
+    moved folder; stdout may be a command's JSON."""
     import subprocess
     import sys
 
     script = (
         "import sys; from pathlib import Path; import faiss; faiss.omp_set_num_threads(1); "
         "from tests.test_ondisk_index import _built; "
-        f"_built(Path({str(tmp_path / 'index.faiss')!r}), shards=2); print('done')"
+        "from xsearch.index.ondisk import OnDiskIndex; "
+        f"a, b = Path({str(tmp_path / 'a')!r}), Path({str(tmp_path / 'b')!r}); a.mkdir(); "
+        "index = _built(a / 'index.faiss', shards=2)[0]; index.save(a / 'index.faiss'); "
+        "a.rename(b); OnDiskIndex.load(b / 'index.faiss'); print('done')"
     )
     root = Path(__file__).resolve().parent.parent
     run = subprocess.run(
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
     )
     assert run.stdout == "done\n"
-    assert "resizing" in run.stderr
+    assert "resizing" in run.stderr and "updating ondisk filename" in run.stderr
 
 
 def test_add_delete_save_and_reopen(tmp_path: Path) -> None:

@@ -25,10 +25,13 @@ The manager compacts (rebuilds) the index once tombstones and delta together pas
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,14 @@ from ..errors import IndexBackendError
 from .base import SearchResult, atomic_write
 from .faiss_index import _ivf_ids, _rerank, _threads_for, import_faiss
 
-__all__ = ["DISK_KIND", "OnDiskIndex", "RefineStore", "new_token", "token_files"]
+__all__ = [
+    "DISK_KIND",
+    "OnDiskIndex",
+    "RefineStore",
+    "c_stdout_to_stderr",
+    "new_token",
+    "token_files",
+]
 
 DISK_KIND = "ivfpq-disk"
 _SUFFIXES = (".ivfdata", ".refine", ".refine-ids.npy", ".delta", ".deleted.npy")
@@ -52,6 +62,29 @@ def new_token() -> str:
 def token_files(path: Path, token: str) -> dict[str, Path]:
     """The files of build ``token`` beside the index file ``path``, by suffix."""
     return {s: path.with_name(f"{path.name}.{token}{s}") for s in _SUFFIXES}
+
+
+@contextlib.contextmanager
+def c_stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 points at stderr meanwhile. faiss prints with C printf when it
+    merges on-disk lists ("resizing <file> to <n> bytes") and when it opens lists from a
+    moved folder ("IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename ..."), which would land
+    in the middle of a command's stdout (``xsearch query --json``). C's buffer is flushed
+    before fd 1 is put back, or the line would come out later on stdout anyway."""
+    if os.name != "posix":
+        yield
+        return
+    libc = ctypes.CDLL(None)
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _save_npy(path: Path, array: npt.NDArray[Any]) -> None:
@@ -227,7 +260,8 @@ class OnDiskIndex:
         """The index saved at ``path``; raises when a file of it is missing or too short."""
         faiss = import_faiss()
         flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
-        base = faiss.read_index(str(path), flags)
+        with c_stdout_to_stderr():
+            base = faiss.read_index(str(path), flags)
         lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(base).invlists)
         if not isinstance(lists, faiss.OnDiskInvertedLists):
             raise IndexBackendError(f"{path.name} has no on-disk inverted lists.")

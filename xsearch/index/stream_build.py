@@ -9,10 +9,6 @@ stream past, so no step ever holds the collection.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .faiss_index import _construct, import_faiss
-from .ondisk import OnDiskIndex, RefineStore, new_token, token_files
+from .ondisk import OnDiskIndex, RefineStore, c_stdout_to_stderr, new_token, token_files
 from .selector import IndexSpec, SelectorPolicy
 from .tuning import RunningTopK, perturbed_queries, tune
 
@@ -156,28 +152,6 @@ def _write_shard(faiss: Any, shard: Any, path: Path, token: str, n: int) -> Path
     return out
 
 
-@contextlib.contextmanager
-def _c_stdout_to_stderr() -> Iterator[None]:
-    """File descriptor 1 points at stderr meanwhile: faiss's OnDiskInvertedLists prints
-    "resizing <file> to <n> bytes" with C printf, which would land in the middle of a
-    command's stdout (``xsearch query --json`` building a missing index). C's buffer is
-    flushed before fd 1 is put back, or the line would come out later on stdout anyway."""
-    if os.name != "posix":
-        yield
-        return
-    libc = ctypes.CDLL(None)
-    if sys.stdout is not None:
-        sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        libc.fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _merge(faiss: Any, trained: Any, shard_paths: list[Path], ivfdata: Path) -> Any:
     """One index over all shards, its lists in ``ivfdata``; the shard files are removed."""
     from faiss.contrib.ondisk import merge_ondisk
@@ -185,7 +159,7 @@ def _merge(faiss: Any, trained: Any, shard_paths: list[Path], ivfdata: Path) -> 
     ivfdata.unlink(missing_ok=True)
     base = faiss.deserialize_index(trained)
     try:
-        with _c_stdout_to_stderr():
+        with c_stdout_to_stderr():
             merge_ondisk(base, [str(p) for p in shard_paths], str(ivfdata))
     finally:
         for shard in shard_paths:
