@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["ArraySource", "clip_like", "make_photos", "photo_like"]
+__all__ = ["ArraySource", "GeneratedSource", "clip_like", "make_photos", "photo_like"]
 
 
 def clip_like(
@@ -104,3 +106,69 @@ def make_photos(folder: Path, n: int, sizes: list[tuple[int, int]], *, seed: int
             w, h = sizes[i % len(sizes)]
             photo_like(rng, w, h).save(path, "JPEG", quality=90)
     return folder
+
+
+class GeneratedSource:
+    """``n`` CLIP-like vectors generated chunk by chunk from seeds, never all in memory.
+
+    Chunk ``c`` is always the same ``clip_like`` draw (seed ``[seed, c]``), so a second
+    pass over the source sees the same vectors; ``sample`` draws fresh vectors from the
+    same distribution (they are i.i.d.), which is what a training sample needs.
+    """
+
+    def __init__(self, n: int, dim: int = 512, *, seed: int = 0, chunk: int = 100_000) -> None:
+        self.n, self.dim, self.seed, self.chunk = n, dim, seed, chunk
+
+    def vector_ids(self) -> npt.NDArray[np.int64]:
+        return np.arange(1, self.n + 1, dtype=np.int64)
+
+    def chunk_vectors(self, c: int) -> npt.NDArray[np.float32]:
+        m = min(self.chunk, self.n - c * self.chunk)
+        return _clip_like32(m, self.dim, _chunk_seed(self.seed, c))
+
+    def iter_vectors(
+        self, ids: Iterable[int] | None = None
+    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        if ids is None:
+            for c in range(-(-self.n // self.chunk)):
+                part = self.chunk_vectors(c)
+                start = c * self.chunk + 1
+                yield np.arange(start, start + len(part), dtype=np.int64), part
+            return
+        wanted = np.asarray(list(ids), dtype=np.int64)
+        for c in np.unique((wanted - 1) // self.chunk).tolist():
+            mine = wanted[(wanted - 1) // self.chunk == c]
+            yield mine, self.chunk_vectors(int(c))[mine - 1 - c * self.chunk]
+
+    def sample(self, n: int, seed: int) -> npt.NDArray[np.float32]:
+        return _clip_like32(min(n, self.n), self.dim, _chunk_seed(self.seed + 1_000, seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _frame(dim: int, rank: int = 96, clusters: int = 2_000) -> tuple[Any, Any, Any]:
+    """``clip_like``'s fixed structure (seed 7): subspace basis, shared mean, centres."""
+    frame = np.random.default_rng(7)
+    basis = np.linalg.qr(frame.standard_normal((dim, rank)))[0].astype(np.float32)
+    mean = frame.standard_normal(dim).astype(np.float32)
+    mean /= np.linalg.norm(mean)
+    centres = frame.standard_normal((clusters, rank)).astype(np.float32)
+    return basis, mean, centres
+
+
+def _clip_like32(m: int, dim: int, seed: int) -> npt.NDArray[np.float32]:
+    """``clip_like``'s distribution drawn in float32 (about 3× faster: the 10M run draws
+    5·10⁹ normals); the same structure, another random stream."""
+    basis, mean, centres = _frame(dim)
+    rank, clusters = basis.shape[1], len(centres)
+    rng = np.random.default_rng(seed)
+    local = centres[rng.integers(0, clusters, m)]
+    local += 0.55 * rng.standard_normal((m, rank), dtype=np.float32)
+    x = (local * float(rank**-0.5)) @ basis.T + 0.8 * mean
+    x += float(0.25 * dim**-0.5) * rng.standard_normal((m, dim), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    out: npt.NDArray[np.float32] = x.astype(np.float32, copy=False)
+    return out
+
+
+def _chunk_seed(seed: int, c: int) -> int:
+    return int(np.random.SeedSequence([seed, c]).generate_state(1)[0])

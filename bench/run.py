@@ -49,7 +49,10 @@ def _section_ann(args: argparse.Namespace) -> dict[str, Any]:
 
     kinds = tuple(args.ann_kinds) if args.ann_kinds else ann.KINDS
     return ann.run(
-        args.ann_vectors or (100_000 if args.quick else 1_000_000), kinds=kinds, log=_log
+        args.ann_vectors or (100_000 if args.quick else 1_000_000),
+        kinds=kinds,
+        workdir=args.workdir / "ann",
+        log=_log,
     )
 
 
@@ -84,11 +87,19 @@ def _section_precision(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _section_sqlite(args: argparse.Namespace) -> dict[str, Any]:
+    from . import sqlite_scale
+
+    rows = args.sqlite_rows or (100_000 if args.quick else 10_000_000)
+    return sqlite_scale.run(rows, reps=20 if args.quick else 100, log=_log)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "indexing": _section_indexing,
     "precision": _section_precision,
     "scale": _section_scale,
     "ann": _section_ann,
+    "sqlite": _section_sqlite,
 }
 
 
@@ -105,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench.json")
     parser.add_argument("--ann-vectors", type=int, default=None)
     parser.add_argument("--ann-kinds", action="append", help="index kinds (repeatable)")
+    parser.add_argument("--sqlite-rows", type=int, default=None, help="files of --only sqlite")
     parser.add_argument(
         "--workdir",
         type=Path,

@@ -43,7 +43,8 @@ IndexKindOpt = Annotated[
     typer.Option(
         "--index-kind",
         help="Vector index: auto (by size and memory budget), flat, ivf-flat, ivf-sq8, hnsw, "
-        "ivfpq, exact-torch, numpy [env: XSEARCH_INDEX_KIND].",
+        "ivfpq, ivfpq-disk (lists and refine vectors memory-mapped from files), exact-torch, "
+        "numpy [env: XSEARCH_INDEX_KIND].",
     ),
 ]
 IndexMemoryOpt = Annotated[

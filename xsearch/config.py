@@ -50,7 +50,8 @@ class Settings:
     # Seconds to wait for the hub before declaring the machine offline.
     hub_probe_timeout: float = 3.0
     # Vector index kind: "auto" (chosen from the collection's size and the memory budget),
-    # "flat", "ivf-flat", "ivf-sq8" (alias "ivf"), "hnsw", "ivfpq", "exact-torch", "numpy".
+    # "flat", "ivf-flat", "ivf-sq8" (alias "ivf"), "hnsw", "ivfpq", "ivfpq-disk" (alias
+    # "ondisk"), "exact-torch", "numpy".
     index_kind: str = "auto"
     # Memory the automatically chosen vector index may take, in MiB; None: 1024.
     index_memory_mb: int | None = None

@@ -180,11 +180,12 @@ class Engine:
                 dim=model.dim,
                 fingerprint=model.fingerprint,
                 kind=self.settings.index_kind,
-                policy=self._selector_policy(),
+                policy=self.selector_policy(),
             )
         return self._index
 
-    def _selector_policy(self) -> SelectorPolicy:
+    def selector_policy(self) -> SelectorPolicy:
+        """The index selector's thresholds, with the settings' memory budget."""
         budget = self.settings.index_memory_mb
         return SelectorPolicy() if budget is None else SelectorPolicy(memory_budget=budget << 20)
 

@@ -25,8 +25,10 @@ __all__ = ["MEDIA_TYPES", "SearchRequest", "SubsetCache", "run_search"]
 
 # Score the passing vectors exactly when they are at most this share of the store ...
 _EXACT_SHARE = 0.05
-# ... or at most this many.
+# ... or at most this many; but never more than the ceiling: past it, reading their vectors
+# from SQLite costs more than over-fetching the index (bench/sqlite_scale.py, 10M files).
 _EXACT_MAX = 4096
+_EXACT_CEILING = 50_000
 # How many files of each ranking take part in reciprocal rank fusion.
 _FUSION_DEPTH = 100
 
@@ -116,12 +118,16 @@ def _subset(
     found = cache.get(key) if cache is not None else None
     if found is not None:
         return found
-    ids = store.matching_vector_ids(filters)
+    few = int(min(max(total * _EXACT_SHARE, _EXACT_MAX), _EXACT_CEILING))
+    # One more than ``few`` is enough to tell: the ids of many passing vectors are not kept.
+    ids = store.matching_vector_ids(filters, limit=few + 1)
     matrix = None
-    if len(ids) <= max(total * _EXACT_SHARE, _EXACT_MAX):
+    if len(ids) <= few:
         chunks = list(store.iter_vectors(ids.tolist()))
         ids = np.concatenate([c[0] for c in chunks]) if chunks else ids[:0]
         matrix = np.vstack([c[1] for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+    else:
+        ids = ids[:0]
     subset = _Subset(ids, matrix)
     if cache is not None:
         cache.put(key, subset)
@@ -139,21 +145,23 @@ class _Candidates:
         filters: SearchFilters,
         cache: SubsetCache | None,
     ) -> None:
+        self.store = store
         self.index = index
         self.query = query.reshape(1, -1).astype(np.float32)
         self.min_score = filters.min_score
         self.total = len(index.sync())
         self.exact: tuple[np.ndarray, np.ndarray] | None = None
-        # Vector ids a tag filter lets through, where the index is over-fetched: tags are
-        # not among the fields that ``SearchFilters.matches`` checks on each hit.
-        self.allowed: np.ndarray | None = None
+        # Where the index is over-fetched, tag filters are checked on the store for each
+        # batch of candidates: tags are not among the fields that ``SearchFilters.matches``
+        # checks on each hit.
+        self.tag_filters: SearchFilters | None = None
         if filters.restricts_files and self.total:
             subset = _subset(store, filters, self.total, cache)
             if subset.matrix is not None:
                 self.exact = _rank_exactly(subset.ids, subset.matrix, self.query)
                 self.total = len(subset.ids)
             elif filters.tags or filters.without_tags:
-                self.allowed = subset.ids
+                self.tag_filters = filters
 
     def top(self, k: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The best ``k`` (scores, ids), and whether nothing further could be found."""
@@ -165,8 +173,9 @@ class _Candidates:
             scores = np.asarray(found_scores[0], dtype=np.float32)
             ids = np.asarray(found_ids[0], dtype=np.int64)
             keep = ids >= 0
-            if self.allowed is not None:
-                keep &= np.isin(ids, self.allowed)
+            if self.tag_filters is not None:
+                passing = self.store.with_passing_tags(ids[keep].tolist(), self.tag_filters)
+                keep &= np.isin(ids, passing)
             scores, ids = scores[keep], ids[keep]
         done = k >= self.total or (
             self.min_score is not None and len(scores) > 0 and scores[-1] < self.min_score

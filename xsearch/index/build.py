@@ -3,36 +3,31 @@
 The source is the store in production and an in-memory array in benchmarks: anything with
 ``vector_ids()`` and ``iter_vectors(ids)``. Vectors stream through in chunks, so a build
 holds the index, one chunk and a training sample, never a second copy of the collection.
+The on-disk kind goes further (:mod:`.stream_build`): its codes go to disk in shards.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError
 from .base import VectorIndex
 from .exact import NumpyIndex
 from .faiss_index import FaissIndex, Reranker, faiss_available
+from .ondisk import DISK_KIND
 from .selector import IndexSpec, SelectorPolicy
+from .stream_build import ChunkTap, VectorSource, build_ondisk, sample_vectors
 from .tuning import RunningTopK, perturbed_queries, tune
 
 __all__ = ["BuiltIndex", "VectorSource", "build_index", "empty_index", "source_reranker"]
 
 # Where an approximate index falls back to when tuning cannot reach the target recall.
 _FALLBACK = {"ivfpq": "ivf-sq8", "ivf-sq8": "ivf-flat", "ivf-flat": "flat", "hnsw": "flat"}
-
-
-class VectorSource(Protocol):
-    def vector_ids(self) -> npt.NDArray[np.int64]: ...
-
-    def iter_vectors(
-        self, ids: Iterable[int] | None = None
-    ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]: ...
 
 
 @dataclass(frozen=True)
@@ -81,18 +76,9 @@ def source_reranker(source: VectorSource) -> Reranker:
     return fetch
 
 
-def _sample(
-    source: VectorSource, ids: npt.NDArray[np.int64], n: int, seed: int
-) -> npt.NDArray[np.float32]:
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(ids, size=min(n, len(ids)), replace=False))
-    parts = [v for _, v in source.iter_vectors(picked.tolist())]
-    return np.concatenate(parts).astype(np.float32)
-
-
 def _train_size(spec: IndexSpec, count: int, policy: SelectorPolicy) -> int:
     need = spec.nlist * policy.train_per_list
-    if spec.kind == "ivfpq":
+    if spec.kind in ("ivfpq", DISK_KIND):
         need = max(need, (2**spec.pq_bits) * policy.train_per_list)
     return min(count, max(need, policy.tuning_queries))
 
@@ -104,15 +90,41 @@ def build_index(
     policy: SelectorPolicy | None = None,
     *,
     seed: int = 0,
+    path: Path | None = None,
+    tap: ChunkTap | None = None,
 ) -> BuiltIndex:
     """Build ``spec`` over every vector of ``source``; tune it if it is approximate.
 
     An approximate kind that cannot reach ``policy.target_recall`` is replaced by the next
     more exact one (ivfpq → ivf-sq8 → ivf-flat → flat, hnsw → flat), so an index this
-    returns either is exact or has its measured recall at or above the target.
+    returns either is exact or has its measured recall at or above the target. The on-disk
+    kind has no fallback that would fit the budget: it is returned with its best recall.
+    ``path`` is where the on-disk kind's index file will be saved (its files go beside it);
+    ``tap`` sees every chunk of the on-disk kind's streamed build.
     """
     policy = policy or SelectorPolicy()
     started = time.perf_counter()
+    if spec.kind == DISK_KIND:
+        if path is None:
+            raise ConfigError("An ivfpq-disk index needs the path it will be saved at.")
+        count = len(source.vector_ids())
+        streamed = build_ondisk(
+            source,
+            dim,
+            spec,
+            policy,
+            path=path,
+            train_size=_train_size(spec, count, policy),
+            seed=seed,
+            tap=tap,
+        )
+        return BuiltIndex(
+            streamed.index,
+            spec,
+            streamed.recall,
+            streamed.params,
+            seconds=time.perf_counter() - started,
+        )
     tried: list[str] = []
     while True:
         built = _build_once(source, dim, spec, policy, seed)
@@ -136,7 +148,7 @@ def _build_once(
             index.add(chunk_ids, vectors)
         return BuiltIndex(index, spec)
     assert isinstance(index, FaissIndex)
-    sample = _sample(source, ids, _train_size(spec, len(ids), policy), seed)
+    sample = sample_vectors(source, _train_size(spec, len(ids), policy), seed)
     if spec.trained:
         index.train(sample)
     if spec.kind == "ivfpq":

@@ -24,6 +24,7 @@ from .base import IndexMeta, SearchResult, VectorIndex, read_meta, write_meta
 from .build import BuiltIndex, build_index, source_reranker
 from .exact import NumpyIndex
 from .faiss_index import FaissIndex, faiss_gpus
+from .ondisk import DISK_KIND, OnDiskIndex, remove_other_builds
 from .selector import IndexSpec, SelectorPolicy, canonical_kind, outgrown, spec_for_kind
 from .torch_index import TorchExactIndex, torch_gpu_available
 
@@ -97,7 +98,7 @@ class IndexManager:
 
     def _build(self) -> BuiltIndex:
         spec = self._wanted(len(self.store.vector_ids()))
-        built = build_index(self.store, self.dim, spec, self.policy)
+        built = build_index(self.store, self.dim, spec, self.policy, path=self.index_path)
         if built.fell_back_from:
             self.notices.append(
                 f"A {', '.join(built.fell_back_from)} index could not reach recall@10 "
@@ -148,6 +149,8 @@ class IndexManager:
         """The index file on disk as it is, without reconciling it with the store."""
         if kind == "numpy":
             return NumpyIndex.load(self.index_path, self.dim)
+        if kind == DISK_KIND:
+            return OnDiskIndex.load(self.index_path)
         index = FaissIndex.load(self.index_path, kind)
         if kind == "ivfpq":
             index.reranker = source_reranker(self.store)
@@ -214,8 +217,10 @@ class IndexManager:
             gpu=self._gpu_exact(),
         ):
             return True
-        tombstones = int(getattr(self._index, "tombstones", 0))
-        return tombstones > self.policy.compact_above * max(count, 1)
+        # Tombstones, and for the on-disk kind the vectors added since its build (held in
+        # memory), are paid back by a rebuild.
+        debt = int(getattr(self._index, "tombstones", 0)) + int(getattr(self._index, "unmerged", 0))
+        return debt > self.policy.compact_above * max(count, 1)
 
     def _start_rebuild(self) -> None:
         if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
@@ -274,6 +279,9 @@ class IndexManager:
             assert built is not None
             stored = index.base if isinstance(index, TorchExactIndex) else index
             stored.save(self.index_path)
+            if not isinstance(stored, OnDiskIndex):
+                # The files of an on-disk build this one replaced (it removes them itself).
+                remove_other_builds(self.index_path, keep="")
             write_meta(
                 self.meta_path,
                 IndexMeta(

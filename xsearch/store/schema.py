@@ -77,7 +77,7 @@ class Tag(Base):
 
     __tablename__ = "tags"
     __table_args__ = (
-        Index("ix_tags_label_key", "label_key"),
+        Index("ix_tags_label_key_media_id", "label_key", "media_id"),
         Index("ix_tags_media_id", "media_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
