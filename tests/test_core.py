@@ -73,6 +73,10 @@ def test_reindex_skips_unchanged_and_tracks_changes(engine: Engine, photos: Path
     again = engine.index([photos])
     assert again.counts["unchanged"] == 7 and again.counts["indexed"] == 0
     assert again.encoder_calls == 0
+    # Unchanged files are only counted when no one listens; a listener hears each one.
+    heard: list[str] = []
+    listened = engine.index([photos], on_outcome=lambda o: heard.append(o.outcome))
+    assert listened.counts["unchanged"] == 7 and heard == ["unchanged"] * 7
 
     (photos / "p0.jpg").unlink()
     random_image(photos / "p1.jpg", 1234)  # same name, new content

@@ -154,8 +154,14 @@ def _run_index(
         def on_progress(p: Progress) -> None:
             view.update(p)
 
+        # Without a report no one needs each file's outcome: the run only counts the
+        # unchanged ones, which is most of a re-index.
         result = engine.index(
-            paths, options, on_outcome=on_outcome, on_progress=on_progress, ray=ray
+            paths,
+            options,
+            on_outcome=on_outcome if report_fh is not None else None,
+            on_progress=on_progress,
+            ray=ray,
         )
         print_notices(engine)
     _print_summary(result)

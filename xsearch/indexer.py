@@ -109,6 +109,9 @@ class _Plan:
     early: WriteBatch = field(default_factory=WriteBatch)
     outcomes: list[FileOutcome] = field(default_factory=list)
     found: int = 0
+    # Files found unchanged by the stat fast path and only counted: no one listens for
+    # their outcomes (at 1M files, making and emitting them cost about 1.5 s).
+    unchanged: int = 0
 
 
 class Indexer:
@@ -150,6 +153,7 @@ class Indexer:
         try:
             plan = self._plan(roots)
             self.report.found = plan.found
+            self.report.counts["unchanged"] += plan.unchanged
             if plan.early:
                 self.index.apply(self.store.write(plan.early))
             for outcome in plan.outcomes:
@@ -186,6 +190,7 @@ class Indexer:
         outcomes: list[FileOutcome | None] = []
         later: list[tuple[int, ScanEntry]] = []  # (place in outcomes, entry)
         seen: set[bytes] = set()
+        listened = self._on_outcome is not None
         for entry in scan(
             roots, include_hidden=self.options.include_hidden, exclude=self.options.exclude
         ):
@@ -197,7 +202,10 @@ class Indexer:
             if plan.found % 1000 == 0:
                 self._progress("scan", plan.found, 0)
             if known.get(entry.path) == (entry.size, entry.mtime_ns):
-                outcomes.append(FileOutcome(entry.path, "unchanged"))
+                if listened:
+                    outcomes.append(FileOutcome(entry.path, "unchanged"))
+                else:
+                    plan.unchanged += 1
                 continue
             later.append((len(outcomes), entry))
             outcomes.append(None)
