@@ -108,3 +108,15 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 
 def workers_env() -> dict[str, str]:
     return dict(os.environ)
+
+
+@pytest.fixture
+def one_faiss_thread() -> Iterator[None]:
+    """OpenMP threads spin while waiting: on a shared 2-core runner, one thread is faster
+    (the index tests ask for it with ``pytest.mark.usefixtures``)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

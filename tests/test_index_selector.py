@@ -31,16 +31,7 @@ from xsearch.index.tuning import RunningTopK, recall_at_k
 
 from .conftest import TINY, random_image
 
-
-@pytest.fixture(autouse=True)
-def one_faiss_thread() -> Iterator[None]:
-    """OpenMP threads spin while waiting: on a shared 2-core runner, one thread is faster."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 DIM = 32

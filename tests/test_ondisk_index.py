@@ -3,7 +3,6 @@ is repaired by `xsearch doctor`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,7 @@ from xsearch.maintenance import check_store
 from .conftest import TINY, random_image
 from .test_index_selector import DIM, SMALL, ArraySource, clustered
 
-
-@pytest.fixture(autouse=True)
-def one_faiss_thread() -> Iterator[None]:
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 N = 4_000

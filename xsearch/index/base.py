@@ -13,9 +13,25 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IndexMeta", "SearchResult", "VectorIndex", "atomic_write", "read_meta", "write_meta"]
+__all__ = [
+    "IndexMeta",
+    "SearchResult",
+    "VectorIndex",
+    "atomic_write",
+    "no_hits",
+    "read_meta",
+    "write_meta",
+]
 
 SearchResult = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+
+
+def no_hits(n_queries: int, k: int) -> SearchResult:
+    """A result with every slot empty (id -1, score -inf), as the port defines them."""
+    return (
+        np.full((n_queries, k), -np.inf, dtype=np.float32),
+        np.full((n_queries, k), -1, dtype=np.int64),
+    )
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .base import SearchResult, atomic_write
+from .base import SearchResult, atomic_write, no_hits
 
 __all__ = ["NumpyIndex", "exact_search"]
 
@@ -23,8 +23,7 @@ def exact_search(
 ) -> SearchResult:
     """Top-``k`` inner products of ``queries`` against ``matrix``, ties broken by lower id."""
     n_q = queries.shape[0]
-    scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
-    ids_out = np.full((n_q, k), -1, dtype=np.int64)
+    scores_out, ids_out = no_hits(n_q, k)
     if matrix.shape[0] == 0 or k == 0:
         return scores_out, ids_out
     sims = queries.astype(np.float32) @ matrix.T

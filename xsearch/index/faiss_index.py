@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import IndexBackendError
-from .base import SearchResult, atomic_write
+from .base import SearchResult, atomic_write, no_hits
 from .selector import IndexSpec
 
 __all__ = ["FaissIndex", "Reranker", "faiss_available", "import_faiss"]
@@ -276,12 +276,8 @@ class FaissIndex:
 
     def _search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
         n_q = queries.shape[0]
-        empty = (
-            np.full((n_q, k), -np.inf, dtype=np.float32),
-            np.full((n_q, k), -1, dtype=np.int64),
-        )
         if len(self) == 0 or k == 0:
-            return empty
+            return no_hits(n_q, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k_factor = self.search_params.get("k_factor", 1) if self.reranker is not None else 1
         fetch = k * k_factor
@@ -388,8 +384,7 @@ def _rerank(
 ) -> SearchResult:
     """Order each query's candidates by their exact inner product; keep the best ``k``."""
     n_q = queries.shape[0]
-    scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
-    ids_out = np.full((n_q, k), -1, dtype=np.int64)
+    scores_out, ids_out = no_hits(n_q, k)
     wanted = np.unique(candidates[candidates >= 0])
     if len(wanted) == 0:
         return scores_out, ids_out

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import IndexBackendError
-from .base import SearchResult, atomic_write
+from .base import SearchResult, atomic_write, no_hits
 from .faiss_index import _ivf_ids, _rerank, _threads_for, import_faiss
 
 __all__ = [
@@ -346,10 +346,7 @@ class OnDiskIndex:
     def _search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
         n_q = queries.shape[0]
         if len(self) == 0 or k == 0:
-            return (
-                np.full((n_q, k), -np.inf, dtype=np.float32),
-                np.full((n_q, k), -1, dtype=np.int64),
-            )
+            return no_hits(n_q, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         fetch = k * max(1, self.search_params.get("k_factor", 1))
         scores, ids = self._candidates(queries, fetch, None)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import IndexBackendError
-from .base import SearchResult, VectorIndex
+from .base import SearchResult, VectorIndex, no_hits
 
 __all__ = ["TorchExactIndex", "torch_gpu_available"]
 
@@ -123,8 +123,7 @@ class TorchExactIndex:
     def search(self, queries: npt.NDArray[np.float32], k: int) -> SearchResult:
         self._flush()
         n_q = queries.shape[0]
-        scores_out = np.full((n_q, k), -np.inf, dtype=np.float32)
-        ids_out = np.full((n_q, k), -1, dtype=np.int64)
+        scores_out, ids_out = no_hits(n_q, k)
         n = len(self._ids)
         if n == 0 or k == 0:
             return scores_out, ids_out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from .base import VectorIndex
+from .base import VectorIndex, no_hits
 
 __all__ = ["RunningTopK", "TuningResult", "perturbed_queries", "recall_at_k", "tune"]
 
@@ -47,9 +47,7 @@ class RunningTopK:
     def __init__(self, queries: npt.NDArray[np.float32], k: int) -> None:
         self.queries = np.ascontiguousarray(queries, dtype=np.float32)
         self.k = k
-        n_q = queries.shape[0]
-        self.scores = np.full((n_q, k), -np.inf, dtype=np.float32)
-        self.ids = np.full((n_q, k), -1, dtype=np.int64)
+        self.scores, self.ids = no_hits(queries.shape[0], k)
 
     def update(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         if len(ids) == 0:
