@@ -110,7 +110,8 @@ class _Plan:
     outcomes: list[FileOutcome] = field(default_factory=list)
     found: int = 0
     # Files found unchanged by the stat fast path and only counted: no one listens for
-    # their outcomes (at 1M files, making and emitting them cost about 1.5 s).
+    # their outcomes (at 1M unchanged files this and ScanEntry as a named tuple took the
+    # run's CPU time from 25.3 s to 16.6 s, docs/scale.md).
     unchanged: int = 0
 
 

@@ -49,7 +49,7 @@ _JUNK_NAMES = frozenset(
 
 class ScanEntry(NamedTuple):
     """A candidate media file and its stat data. A named tuple, not a frozen dataclass: one
-    is made per file of every re-index, and it is made in about 0.7 of the time (572 against 824 ns)."""
+    is made per file of every re-index, in 572 ns against 824 (``python -m timeit``)."""
 
     path: bytes
     size: int
