@@ -90,8 +90,10 @@ def _encode_written(
     from safetensors.torch import save_file
 
     from xsearch.encoders.checkpoint import Checkpoint
+    from xsearch.encoders.onnx_backend.graph_writer import Int8Plan
     from xsearch.encoders.onnx_backend.onnx_export import _cpu_has_vnni
-    from xsearch.encoders.onnx_backend.onnx_graphs import Int8Plan, image_spec, write_image_graph
+    from xsearch.encoders.onnx_backend.onnx_graphs import write_image_graph
+    from xsearch.encoders.onnx_backend.tower_specs import image_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         weights, graph = Path(tmp) / "w.safetensors", Path(tmp) / "visual.onnx"

@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # torch is imported only by the steps that trace a tower
 
     from ..checkpoint import Checkpoint
     from ..torch_backend.openclip import OpenClipEncoder
-    from .onnx_graphs import ImageSpec, TextSpec
+    from .tower_specs import ImageSpec, TextSpec
 
 __all__ = [
     "direct_image_spec",
@@ -215,7 +215,7 @@ def _make_int8_text_export(encoder: OpenClipEncoder, directory: Path) -> TextExp
 def direct_image_spec(files: ModelFiles) -> ImageSpec | None:
     """What the graph writer builds of this model's image tower, or None where it cannot
     (no safetensors checkpoint, a tower it does not know): the tower is traced with torch."""
-    from .onnx_graphs import fits, image_spec, image_tensors
+    from .tower_specs import fits, image_spec, image_tensors
 
     spec = image_spec(files.config)
     if spec is None or not _is_safetensors(files.checkpoint):
@@ -226,7 +226,7 @@ def direct_image_spec(files: ModelFiles) -> ImageSpec | None:
 
 def direct_text_spec(files: ModelFiles) -> TextSpec | None:
     """The same for the text tower (causal CLIP towers with open_clip's own tokenizer)."""
-    from .onnx_graphs import fits, text_spec, text_tensors
+    from .tower_specs import fits, text_spec, text_tensors
 
     spec = text_spec(files.config)
     if spec is None or not _is_safetensors(files.checkpoint) or _bpe_file() is None:
@@ -273,7 +273,8 @@ def make_int8_export_direct(
 def _make_int8_export_direct(
     files: ModelFiles, spec: ImageSpec, directory: Path, probe_pictures: int
 ) -> TowerExport:
-    from .onnx_graphs import Int8Plan, remove_graph, write_image_graph
+    from .graph_writer import Int8Plan
+    from .onnx_graphs import remove_graph, write_image_graph
 
     started = time.perf_counter()
     _check_tools()
@@ -338,7 +339,8 @@ def make_int8_text_export_direct(files: ModelFiles, spec: TextSpec, directory: P
 
 def _make_int8_text_export_direct(files: ModelFiles, spec: TextSpec, directory: Path) -> TextExport:
     from .clip_tokenizer import ClipTokenizer, build_clip_tokenizer
-    from .onnx_graphs import Int8Plan, remove_graph, write_text_graph
+    from .graph_writer import Int8Plan
+    from .onnx_graphs import remove_graph, write_text_graph
 
     _check_tools()
     bpe = _bpe_file()
