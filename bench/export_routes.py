@@ -249,12 +249,8 @@ class _Graphs:
     """One route's int8 sessions, opened as xsearch opens them."""
 
     def __init__(self, folder: Path, towers: tuple[str, ...]) -> None:
-        from xsearch.encoders.onnx_backend.onnx_int8 import (
-            MODEL_FILE,
-            TextExport,
-            TextSessions,
-            open_session,
-        )
+        from xsearch.encoders.onnx_backend.export_records import MODEL_FILE, TextExport
+        from xsearch.encoders.onnx_backend.onnx_int8 import TextSessions, open_session
 
         self.image: Any = None
         self.text: Any = None

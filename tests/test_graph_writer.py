@@ -30,7 +30,8 @@ from xsearch.encoders import model_files
 from xsearch.encoders.checkpoint import Checkpoint
 from xsearch.encoders.model_files import HubOptions, resolve_files
 from xsearch.encoders.onnx_backend import graph_writer, onnx_export, onnx_graphs, tower_specs
-from xsearch.encoders.onnx_backend.onnx_int8 import WRITTEN, Int8Encoder, TextExport
+from xsearch.encoders.onnx_backend.export_records import WRITTEN, TextExport
+from xsearch.encoders.onnx_backend.onnx_int8 import Int8Encoder
 from xsearch.encoders.profiles import get_profile, list_profiles
 
 from .conftest import DATA

@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import ModelError
 from .base import Encoder
-from .onnx_backend.export_status import refused_export
-from .onnx_backend.onnx_int8 import (
+from .onnx_backend.export_records import (
     Agreement,
-    Int8Encoder,
     TextExport,
     TowerExport,
     current_export,
     export_directory,
     mark_text_not_exported,
-    onnxruntime_available,
     text_not_exported,
     this_machine,
 )
+from .onnx_backend.export_status import refused_export
+from .onnx_backend.onnx_int8 import Int8Encoder, onnxruntime_available
 from .profiles import ModelProfile
 
 if TYPE_CHECKING:

@@ -40,16 +40,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import ModelError
-from .onnx_int8 import (
+from .export_records import (
     EMBEDDING_SCALES_FILE,
     EMBEDDINGS_FILE,
     TRACED,
     Agreement,
     TextExport,
-    TextSessions,
-    open_session,
-    used_tokens,
 )
+from .onnx_int8 import TextSessions, open_session, used_tokens
 
 if TYPE_CHECKING:
     from ..model_files import HubOptions

@@ -40,19 +40,16 @@ import numpy.typing as npt
 from ...errors import ModelError
 from ..cpu import INT8_DOT_FLAGS, cpu_has_any
 from ..model_files import ModelFiles, open_clip_folder
-from .onnx_int8 import (
+from .export_records import (
     MODEL_FILE,
     WRITTEN,
     Agreement,
     TextExport,
-    TextSessions,
     TowerExport,
     WeightsStamp,
-    open_session,
-    run_session,
     this_machine,
-    used_tokens,
 )
+from .onnx_int8 import TextSessions, open_session, run_session, used_tokens
 from .preprocess import SUPPORTED_RESIZE_MODES, ImagePreprocess
 
 if TYPE_CHECKING:  # torch is imported only by the steps that trace a tower
