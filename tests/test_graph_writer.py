@@ -29,7 +29,14 @@ from xsearch.cli import app
 from xsearch.encoders import model_files
 from xsearch.encoders.checkpoint import Checkpoint
 from xsearch.encoders.model_files import HubOptions, resolve_files
-from xsearch.encoders.onnx_backend import graph_writer, onnx_export, onnx_graphs, tower_specs
+from xsearch.encoders.onnx_backend import (
+    direct_export,
+    export_steps,
+    graph_writer,
+    onnx_export,
+    onnx_graphs,
+    tower_specs,
+)
 from xsearch.encoders.onnx_backend.export_records import WRITTEN, TextExport
 from xsearch.encoders.onnx_backend.onnx_int8 import Int8Encoder
 from xsearch.encoders.profiles import get_profile, list_profiles
@@ -134,7 +141,7 @@ def test_the_written_fp32_graphs_compute_open_clip_s_towers(variant: str, tmp_pa
 
 def test_the_shipped_toy_model_is_written_as_open_clip_computes_it(tmp_path: Path) -> None:
     files = resolve_files(get_profile("toy-bilingual"), None, HubOptions())
-    image, text = onnx_export.direct_image_spec(files), onnx_export.direct_text_spec(files)
+    image, text = direct_export.direct_image_spec(files), direct_export.direct_text_spec(files)
     assert image is not None and text is not None
     with Checkpoint(files.checkpoint) as checkpoint:  # type: ignore[arg-type]
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.onnx")
@@ -160,14 +167,14 @@ def test_the_written_int8_graphs_are_onnx_runtime_s_quantisation_of_the_fp32_one
 ) -> None:
     """The same integer weights, scales and operators: the same vectors, bit for bit, with
     ONNX Runtime's graph rewrites off (they depend on the order of the nodes)."""
-    monkeypatch.setattr(onnx_export, "_cpu_has_vnni", lambda: not reduce_range)
+    monkeypatch.setattr(onnx_export, "cpu_has_vnni", lambda: not reduce_range)
     cfg = _config("two-layers")
     _, path = _saved_model(tmp_path, "xsearch-graph-int8", cfg)
     image, text = tower_specs.image_spec(cfg), tower_specs.text_spec(cfg)
     assert image is not None and text is not None
 
     def keep(weight: str) -> bool:
-        return bool(onnx_export._TEXT_FP32_WEIGHTS.search(weight))
+        return bool(export_steps.TEXT_FP32_WEIGHTS.search(weight))
 
     plan = graph_writer.Int8Plan(reduce_range=reduce_range)
     text_plan = graph_writer.Int8Plan(reduce_range=reduce_range, keep_fp32=keep)

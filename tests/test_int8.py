@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 from xsearch import Engine, IndexOptions, Settings
 from xsearch.cli import app
 from xsearch.encoders.assemble import EncoderAssembly
-from xsearch.encoders.onnx_backend import export_records, onnx_export
+from xsearch.encoders.onnx_backend import direct_export, export_records, export_steps
 from xsearch.encoders.onnx_backend.export_records import TextExport, TowerExport
-from xsearch.encoders.onnx_backend.onnx_export import probe_texts
 from xsearch.encoders.onnx_backend.onnx_int8 import Int8Encoder, used_tokens
 from xsearch.encoders.onnx_backend.preprocess import ImagePreprocess
+from xsearch.encoders.onnx_backend.probes import probe_texts
 from xsearch.errors import ConfigError
 
 from .conftest import TINY, random_image
@@ -153,12 +153,12 @@ def test_an_export_is_kept_per_int8_instruction_set_and_found_again_by_another_p
         return export_records.export_directory(tmp_path, TINY, None)
 
     epyc = on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16"))
-    assert onnx_export._cpu_has_vnni()  # full-range int8 weights
+    assert export_steps.cpu_has_vnni()  # full-range int8 weights
     # BF16 and VP2INTERSECT choose no int8 kernel: the same export.
     assert on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16 avx512_vp2intersect")) == epyc
     # The same model name with VNNI masked (a virtual machine): 7-bit weights, its own export.
     assert on(_cpuinfo("avx2 avx512bw avx512_bf16")) != epyc
-    assert not onnx_export._cpu_has_vnni()
+    assert not export_steps.cpu_has_vnni()
     monkeypatch.undo()
     here = export_records.export_directory(tmp_path, TINY, None)
     code = (
@@ -265,8 +265,8 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
     made_by: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if made_by == export_records.TRACED:  # as for a model the graph writer does not know
-        monkeypatch.setattr(onnx_export, "direct_image_spec", lambda files: None)
-        monkeypatch.setattr(onnx_export, "direct_text_spec", lambda files: None)
+        monkeypatch.setattr(direct_export, "direct_image_spec", lambda files: None)
+        monkeypatch.setattr(direct_export, "direct_text_spec", lambda files: None)
     texts = [
         "猫",
         "a photo of a dog",
@@ -326,7 +326,8 @@ def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:
     from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
     from xsearch.encoders.onnx_backend.clip_tokenizer import ClipTokenizer, build_clip_tokenizer
-    from xsearch.encoders.onnx_backend.onnx_export import _TRICKY_TEXTS, probe_texts
+    from xsearch.encoders.onnx_backend.onnx_export import _TRICKY_TEXTS
+    from xsearch.encoders.onnx_backend.probes import probe_texts
 
     build_clip_tokenizer(Path(default_bpe()), tmp_path / "tokenizer.json")
     texts = [*probe_texts(), *_TRICKY_TEXTS, "A Photo of a CAT", "猫"]
