@@ -90,15 +90,17 @@ def _encode_written(
     from safetensors.torch import save_file
 
     from xsearch.encoders.checkpoint import Checkpoint
-    from xsearch.encoders.onnx_backend.onnx_export import _cpu_has_vnni
-    from xsearch.encoders.onnx_backend.onnx_graphs import Int8Plan, image_spec, write_image_graph
+    from xsearch.encoders.onnx_backend.export_steps import cpu_has_vnni
+    from xsearch.encoders.onnx_backend.graph_writer import Int8Plan
+    from xsearch.encoders.onnx_backend.onnx_graphs import write_image_graph
+    from xsearch.encoders.onnx_backend.tower_specs import image_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         weights, graph = Path(tmp) / "w.safetensors", Path(tmp) / "visual.onnx"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
         spec = image_spec(model.bench_cfg)
         assert spec is not None
-        plan = Int8Plan(reduce_range=not _cpu_has_vnni()) if int8 else None
+        plan = Int8Plan(reduce_range=not cpu_has_vnni()) if int8 else None
         with Checkpoint(weights) as checkpoint:
             write_image_graph(spec, checkpoint, graph, plan)
         img, rate = _run_graph(graph, pixels.numpy(), batch)

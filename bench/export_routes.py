@@ -132,7 +132,7 @@ def _timed_stages() -> dict[str, float]:
 
 def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, Any]:
     from xsearch.encoders.model_files import HubOptions, resolve_files
-    from xsearch.encoders.onnx_backend import onnx_export
+    from xsearch.encoders.onnx_backend import direct_export, onnx_export
     from xsearch.encoders.profiles import get_profile
 
     profile = get_profile(PROFILE)
@@ -142,14 +142,14 @@ def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, An
     if route == "written":
         files = resolve_files(profile, None, hub)
         if tower == "image":
-            spec = onnx_export.direct_image_spec(files)
+            spec = direct_export.direct_image_spec(files)
             assert spec is not None, "the writer does not know this image tower"
-            done: Any = onnx_export.make_int8_export_direct(files, spec, directory)
+            done: Any = direct_export.make_int8_export_direct(files, spec, directory)
         else:
-            text_spec = onnx_export.direct_text_spec(files)
+            text_spec = direct_export.direct_text_spec(files)
             assert text_spec is not None, "the writer does not know this text tower"
             directory.mkdir(parents=True, exist_ok=True)
-            done = onnx_export.make_int8_text_export_direct(files, text_spec, directory)
+            done = direct_export.make_int8_text_export_direct(files, text_spec, directory)
     else:
         if route in ("library", "dynamo"):
             _unpatched_quantiser()
@@ -198,15 +198,16 @@ def _references(cache: Path) -> dict[str, Any]:
     import torch
 
     from xsearch.encoders.model_files import HubOptions
-    from xsearch.encoders.onnx_backend import onnx_export
+    from xsearch.encoders.onnx_backend import probes
+    from xsearch.encoders.onnx_backend.export_steps import preprocess_of
     from xsearch.encoders.profiles import get_profile
     from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
 
     encoder = OpenClipEncoder(get_profile(PROFILE), hub=HubOptions(cache_dir=cache), device="cpu")
     image, cfg = encoder.fp32_image_model()
-    preprocess = onnx_export._preprocess_of(cfg, PROFILE)
-    pixels = onnx_export.probe_pixels(preprocess, onnx_export.PROBE_PICTURES)
-    tokens = encoder.tokenize(onnx_export.probe_texts())
+    preprocess = preprocess_of(cfg, PROFILE)
+    pixels = probes.probe_pixels(preprocess, probes.PROBE_PICTURES)
+    tokens = encoder.tokenize(probes.probe_texts())
     made = encoder.fp32_text_model()
     assert made is not None
     with torch.inference_mode():
@@ -249,12 +250,8 @@ class _Graphs:
     """One route's int8 sessions, opened as xsearch opens them."""
 
     def __init__(self, folder: Path, towers: tuple[str, ...]) -> None:
-        from xsearch.encoders.onnx_backend.onnx_int8 import (
-            MODEL_FILE,
-            TextExport,
-            TextSessions,
-            open_session,
-        )
+        from xsearch.encoders.onnx_backend.export_records import MODEL_FILE, TextExport
+        from xsearch.encoders.onnx_backend.onnx_int8 import TextSessions, open_session
 
         self.image: Any = None
         self.text: Any = None
@@ -303,7 +300,7 @@ def _rotated(items: tuple[str, ...], by: int) -> list[str]:
 
 
 def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    from xsearch.encoders.onnx_backend.onnx_export import agreement
+    from xsearch.encoders.onnx_backend.probes import agreement
 
     a = agreement(reference, candidate)
     return {

@@ -61,7 +61,7 @@ def probe_rows() -> list[np.ndarray]:
     xsearch's probe texts; random ids, the same on every run."""
     from open_clip.tokenizer import SimpleTokenizer
 
-    from xsearch.encoders.onnx_backend.onnx_export import probe_texts
+    from xsearch.encoders.onnx_backend.probes import probe_texts
 
     tokenizer = SimpleTokenizer()
     rng = np.random.default_rng(_SEED)
@@ -98,7 +98,7 @@ def _child(directory: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from xsearch.encoders.cpu import INT8_DOT_FLAGS, cpu_has_any
-    from xsearch.encoders.onnx_backend.onnx_export import _give_back_memory
+    from xsearch.encoders.onnx_backend.export_steps import give_back_memory
 
     directory.mkdir(parents=True, exist_ok=True)
     stages: dict[str, float] = {}
@@ -128,7 +128,7 @@ def _child(directory: Path) -> dict[str, Any]:
         )
     stages["onnx_export_s"] = time.perf_counter() - mark
     del tower
-    _give_back_memory()
+    give_back_memory()
     mark = time.perf_counter()
     vnni = cpu_has_any(*INT8_DOT_FLAGS)
     quantize_dynamic(
@@ -224,8 +224,8 @@ def _ms_per_text(session: Any, rows: list[np.ndarray]) -> tuple[float, np.ndarra
 def measure(workdir: Path, reps: int, log: Any = print) -> dict[str, Any]:
     import onnx
 
-    from xsearch.encoders.onnx_backend.onnx_export import agreement
     from xsearch.encoders.onnx_backend.onnx_int8 import open_session
+    from xsearch.encoders.onnx_backend.probes import agreement
 
     directory = workdir / "xlmr"
     exports = []

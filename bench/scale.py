@@ -89,7 +89,7 @@ def latency(
         # The int8 exports an indexing run would have made (these stores hold synthetic
         # vectors, so no run did); made once, outside every timing.
         engine.encoder.preprocess  # noqa: B018
-        from xsearch.encoders.onnx_backend.onnx_int8 import TextExport
+        from xsearch.encoders.onnx_backend.export_records import TextExport
 
         text_export = TextExport.load(engine.encoder._export_dir)  # type: ignore[attr-defined]
     # "auto" (int8 text only where its agreement holds) and int8 asked for by name, one

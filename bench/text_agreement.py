@@ -53,6 +53,7 @@ def _full_context_tower(name: str, hub: Path, folder: Path) -> dict[str, Any]:
     from xsearch.encoders.onnx_backend import onnx_export
     from xsearch.encoders.onnx_backend.hf_text_export import probe_set
     from xsearch.encoders.onnx_backend.onnx_int8 import open_session
+    from xsearch.encoders.onnx_backend.probes import agreement
     from xsearch.encoders.profiles import get_profile
     from xsearch.encoders.torch_backend.openclip import TEXT, OpenClipEncoder
 
@@ -83,7 +84,7 @@ def _full_context_tower(name: str, hub: Path, folder: Path) -> dict[str, Any]:
     onnx_export._quantise(fp32, int8)
     session = open_session(int8, threads=1)
     vectors = np.concatenate([session.run(None, {"tokens": row[None]})[0] for row in tokens])
-    measured = onnx_export.agreement(reference, vectors)
+    measured = agreement(reference, vectors)
     return {
         "profile": name,
         "how": f"traced here at the full context ({tokens.shape[1]} tokens); not exported by xsearch",

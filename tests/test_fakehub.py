@@ -16,8 +16,8 @@ import pytest
 
 from bench.fakehub import TEXT_REPOS, fake_text_repo, fake_weights
 from xsearch.encoders.model_files import missing_hub_files, model_config
+from xsearch.encoders.onnx_backend.export_records import TextExport
 from xsearch.encoders.onnx_backend.hf_text_export import MULTILINGUAL_QUERIES
-from xsearch.encoders.onnx_backend.onnx_int8 import TextExport
 from xsearch.encoders.profiles import DEFAULT_PROFILE, get_profile, list_profiles
 from xsearch.synth import generate_folder
 

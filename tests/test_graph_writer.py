@@ -29,8 +29,16 @@ from xsearch.cli import app
 from xsearch.encoders import model_files
 from xsearch.encoders.checkpoint import Checkpoint
 from xsearch.encoders.model_files import HubOptions, resolve_files
-from xsearch.encoders.onnx_backend import onnx_export, onnx_graphs
-from xsearch.encoders.onnx_backend.onnx_int8 import WRITTEN, Int8Encoder, TextExport
+from xsearch.encoders.onnx_backend import (
+    direct_export,
+    export_steps,
+    graph_writer,
+    onnx_export,
+    onnx_graphs,
+    tower_specs,
+)
+from xsearch.encoders.onnx_backend.export_records import WRITTEN, TextExport
+from xsearch.encoders.onnx_backend.onnx_int8 import Int8Encoder
 from xsearch.encoders.profiles import get_profile, list_profiles
 
 from .conftest import DATA
@@ -100,11 +108,11 @@ def test_the_written_fp32_graphs_compute_open_clip_s_towers(variant: str, tmp_pa
     name = f"xsearch-graph-{variant}"
     cfg = _config(variant)
     model, path = _saved_model(tmp_path, name, cfg)
-    image, text = onnx_graphs.image_spec(cfg), onnx_graphs.text_spec(cfg)
+    image, text = tower_specs.image_spec(cfg), tower_specs.text_spec(cfg)
     assert image is not None and text is not None
     with Checkpoint(path) as checkpoint:
-        assert onnx_graphs.fits(checkpoint, onnx_graphs.image_tensors(image), image)
-        assert onnx_graphs.fits(checkpoint, onnx_graphs.text_tensors(text), text)
+        assert tower_specs.fits(checkpoint, tower_specs.image_tensors(image), image)
+        assert tower_specs.fits(checkpoint, tower_specs.text_tensors(text), text)
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.onnx")
         onnx_graphs.write_text_graph(text, checkpoint, tmp_path / "text.onnx")
     pixels = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype(np.float32)
@@ -133,7 +141,7 @@ def test_the_written_fp32_graphs_compute_open_clip_s_towers(variant: str, tmp_pa
 
 def test_the_shipped_toy_model_is_written_as_open_clip_computes_it(tmp_path: Path) -> None:
     files = resolve_files(get_profile("toy-bilingual"), None, HubOptions())
-    image, text = onnx_export.direct_image_spec(files), onnx_export.direct_text_spec(files)
+    image, text = direct_export.direct_image_spec(files), direct_export.direct_text_spec(files)
     assert image is not None and text is not None
     with Checkpoint(files.checkpoint) as checkpoint:  # type: ignore[arg-type]
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.onnx")
@@ -159,17 +167,17 @@ def test_the_written_int8_graphs_are_onnx_runtime_s_quantisation_of_the_fp32_one
 ) -> None:
     """The same integer weights, scales and operators: the same vectors, bit for bit, with
     ONNX Runtime's graph rewrites off (they depend on the order of the nodes)."""
-    monkeypatch.setattr(onnx_export, "_cpu_has_vnni", lambda: not reduce_range)
+    monkeypatch.setattr(onnx_export, "cpu_has_vnni", lambda: not reduce_range)
     cfg = _config("two-layers")
     _, path = _saved_model(tmp_path, "xsearch-graph-int8", cfg)
-    image, text = onnx_graphs.image_spec(cfg), onnx_graphs.text_spec(cfg)
+    image, text = tower_specs.image_spec(cfg), tower_specs.text_spec(cfg)
     assert image is not None and text is not None
 
     def keep(weight: str) -> bool:
-        return bool(onnx_export._TEXT_FP32_WEIGHTS.search(weight))
+        return bool(export_steps.TEXT_FP32_WEIGHTS.search(weight))
 
-    plan = onnx_graphs.Int8Plan(reduce_range=reduce_range)
-    text_plan = onnx_graphs.Int8Plan(reduce_range=reduce_range, keep_fp32=keep)
+    plan = graph_writer.Int8Plan(reduce_range=reduce_range)
+    text_plan = graph_writer.Int8Plan(reduce_range=reduce_range, keep_fp32=keep)
     with Checkpoint(path) as checkpoint:
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.fp32.onnx")
         onnx_graphs.write_image_graph(image, checkpoint, tmp_path / "image.int8.onnx", plan)
@@ -218,7 +226,7 @@ def test_an_image_tower_the_writer_does_not_know_is_left_to_torch(change: dict[s
             cfg[key].update(value)
         else:
             cfg[key] = value
-    assert onnx_graphs.image_spec(cfg) is None
+    assert tower_specs.image_spec(cfg) is None
 
 
 @pytest.mark.parametrize(
@@ -234,7 +242,7 @@ def test_an_image_tower_the_writer_does_not_know_is_left_to_torch(change: dict[s
 def test_a_text_tower_the_writer_does_not_know_is_left_to_torch(change: dict[str, Any]) -> None:
     cfg = json.loads(json.dumps(TINY_CFG))
     cfg["text_cfg"].update(change)
-    assert onnx_graphs.text_spec(cfg) is None
+    assert tower_specs.text_spec(cfg) is None
 
 
 def test_a_checkpoint_with_a_tensor_the_graph_would_leave_out_is_not_written(
@@ -245,15 +253,15 @@ def test_a_checkpoint_with_a_tensor_the_graph_would_leave_out_is_not_written(
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     state["visual.transformer.resblocks.0.ls_1.gamma"] = torch.ones(64)
     save_file(state, str(path))
-    spec = onnx_graphs.image_spec(cfg)
+    spec = tower_specs.image_spec(cfg)
     assert spec is not None
     with Checkpoint(path) as checkpoint:
-        assert not onnx_graphs.fits(checkpoint, onnx_graphs.image_tensors(spec), spec)
+        assert not tower_specs.fits(checkpoint, tower_specs.image_tensors(spec), spec)
     del state["visual.transformer.resblocks.0.ls_1.gamma"]
     state["visual.proj"] = torch.ones(64, 16)  # the wrong width of vectors
     save_file(state, str(path))
     with Checkpoint(path) as checkpoint:
-        assert not onnx_graphs.fits(checkpoint, onnx_graphs.image_tensors(spec), spec) or (
+        assert not tower_specs.fits(checkpoint, tower_specs.image_tensors(spec), spec) or (
             checkpoint.shape("visual.proj") != (64, cfg["embed_dim"])
         )
 

@@ -24,15 +24,11 @@ from typer.testing import CliRunner
 from xsearch import Engine, IndexOptions, Settings
 from xsearch.cli import app
 from xsearch.encoders.assemble import EncoderAssembly
-from xsearch.encoders.onnx_backend import onnx_export, onnx_int8
-from xsearch.encoders.onnx_backend.onnx_export import probe_texts
-from xsearch.encoders.onnx_backend.onnx_int8 import (
-    Int8Encoder,
-    TextExport,
-    TowerExport,
-    used_tokens,
-)
+from xsearch.encoders.onnx_backend import direct_export, export_records, export_steps
+from xsearch.encoders.onnx_backend.export_records import TextExport, TowerExport
+from xsearch.encoders.onnx_backend.onnx_int8 import Int8Encoder, used_tokens
 from xsearch.encoders.onnx_backend.preprocess import ImagePreprocess
+from xsearch.encoders.onnx_backend.probes import probe_texts
 from xsearch.errors import ConfigError
 
 from .conftest import TINY, random_image
@@ -93,9 +89,9 @@ def test_the_export_records_its_agreement_and_is_reused(photos: Path, tmp_path: 
     with Engine(_settings(tmp_path, "a")) as engine:
         engine.index([photos])
         export = engine.encoder.export  # type: ignore[attr-defined]
-    record = json.loads((export.directory / onnx_int8.RECORD_FILE).read_text())
+    record = json.loads((export.directory / export_records.RECORD_FILE).read_text())
     assert record["agreement"]["pictures"] == 48
-    assert record["agreement"]["cosine_min"] >= onnx_int8.MIN_COSINE
+    assert record["agreement"]["cosine_min"] >= export_records.MIN_COSINE
     assert TowerExport.load(export.directory) == export
     modified = export.model_path.stat().st_mtime_ns
     with Engine(_settings(tmp_path, "b")) as engine:
@@ -154,20 +150,20 @@ def test_an_export_is_kept_per_int8_instruction_set_and_found_again_by_another_p
 
     def on(info: str) -> Path:
         monkeypatch.setattr(cpu, "_cpuinfo", lambda: info)
-        return onnx_int8.export_directory(tmp_path, TINY, None)
+        return export_records.export_directory(tmp_path, TINY, None)
 
     epyc = on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16"))
-    assert onnx_export._cpu_has_vnni()  # full-range int8 weights
+    assert export_steps.cpu_has_vnni()  # full-range int8 weights
     # BF16 and VP2INTERSECT choose no int8 kernel: the same export.
     assert on(_cpuinfo("avx2 avx512bw avx512_vnni avx512_bf16 avx512_vp2intersect")) == epyc
     # The same model name with VNNI masked (a virtual machine): 7-bit weights, its own export.
     assert on(_cpuinfo("avx2 avx512bw avx512_bf16")) != epyc
-    assert not onnx_export._cpu_has_vnni()
+    assert not export_steps.cpu_has_vnni()
     monkeypatch.undo()
-    here = onnx_int8.export_directory(tmp_path, TINY, None)
+    here = export_records.export_directory(tmp_path, TINY, None)
     code = (
-        "import sys; from pathlib import Path; from xsearch.encoders.onnx_backend import onnx_int8; "
-        "print(onnx_int8.export_directory(Path(sys.argv[1]), sys.argv[2], None))"
+        "import sys; from pathlib import Path; from xsearch.encoders.onnx_backend import export_records; "
+        "print(export_records.export_directory(Path(sys.argv[1]), sys.argv[2], None))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path), TINY],
@@ -198,7 +194,7 @@ def test_a_text_query_never_exports_and_an_image_query_matches_the_indexed_vecto
 def test_a_tower_that_disagrees_is_not_used_unless_asked_for(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(onnx_int8, "MIN_COSINE", 1.01)  # no tower can agree this well
+    monkeypatch.setattr(export_records, "MIN_COSINE", 1.01)  # no tower can agree this well
     settings = _settings(tmp_path, cache_dir=tmp_path / "cache")
     with Engine(settings) as engine:
         engine.index([photos])
@@ -264,13 +260,13 @@ def test_int8_is_a_cpu_precision() -> None:
         Settings(precision="int8", device="cuda")
 
 
-@pytest.mark.parametrize("made_by", [onnx_int8.WRITTEN, onnx_int8.TRACED])
+@pytest.mark.parametrize("made_by", [export_records.WRITTEN, export_records.TRACED])
 def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
     made_by: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if made_by == onnx_int8.TRACED:  # as for a model the graph writer does not know
-        monkeypatch.setattr(onnx_export, "direct_image_spec", lambda files: None)
-        monkeypatch.setattr(onnx_export, "direct_text_spec", lambda files: None)
+    if made_by == export_records.TRACED:  # as for a model the graph writer does not know
+        monkeypatch.setattr(direct_export, "direct_image_spec", lambda files: None)
+        monkeypatch.setattr(direct_export, "direct_text_spec", lambda files: None)
     texts = [
         "猫",
         "a photo of a dog",
@@ -296,20 +292,20 @@ def test_texts_go_through_the_int8_text_tower_once_it_is_exported(
         np.testing.assert_allclose(encoder.encode_texts(texts[2:]), got[2:], atol=1e-6)
         assert engine.search("a photo of a dog", limit=3)
         text = TextExport.load(
-            onnx_int8.export_directory(settings.resolved_cache_dir, "toy-bilingual", None)
+            export_records.export_directory(settings.resolved_cache_dir, "toy-bilingual", None)
         )
         probes = encoder._torch_encoder().tokenize(probe_texts())  # type: ignore[attr-defined]
     assert text is not None and text.made_by == made_by
     # Traced graphs have fixed lengths (16 and the context); a written one takes any length.
-    assert text.lengths == ((16, 32) if made_by == onnx_int8.TRACED else (32,))
-    assert text.dynamic == (made_by == onnx_int8.WRITTEN)
+    assert text.lengths == ((16, 32) if made_by == export_records.TRACED else (32,))
+    assert text.dynamic == (made_by == export_records.WRITTEN)
     # The probe texts reach every graph, and each graph was measured.
     used = [used_tokens(row, text.pad_id) for row in probes]
     assert min(used) <= 16 < max(used)
     assert text.agreement.pictures == len(used) and text.agreement.holds
     for length in text.lengths:
         graph = onnx.load(str(text.model_path(length))).graph
-        if made_by == onnx_int8.TRACED:
+        if made_by == export_records.TRACED:
             products = {n.name: n.op_type for n in graph.node}
             fp32 = {name for name, op in products.items() if op == "MatMul"}
             int8 = {name for name, op in products.items() if op == "MatMulInteger"}
@@ -330,7 +326,8 @@ def test_the_torch_free_tokenizer_gives_open_clip_s_ids(tmp_path: Path) -> None:
     from open_clip.tokenizer import SimpleTokenizer, default_bpe
 
     from xsearch.encoders.onnx_backend.clip_tokenizer import ClipTokenizer, build_clip_tokenizer
-    from xsearch.encoders.onnx_backend.onnx_export import _TRICKY_TEXTS, probe_texts
+    from xsearch.encoders.onnx_backend.onnx_export import _TRICKY_TEXTS
+    from xsearch.encoders.onnx_backend.probes import probe_texts
 
     build_clip_tokenizer(Path(default_bpe()), tmp_path / "tokenizer.json")
     texts = [*probe_texts(), *_TRICKY_TEXTS, "A Photo of a CAT", "猫"]
@@ -448,8 +445,8 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
         engine.index([photos])
     # Read from the cache: the engine's encoder may have been replaced by the query one
     # (tagging drops the indexing encoder), which has not opened the export.
-    made = onnx_int8.current_export(onnx_int8.export_directory(cache, TINY, None))
-    assert made is not None and made.machine == onnx_int8.this_machine()
+    made = export_records.current_export(export_records.export_directory(cache, TINY, None))
+    assert made is not None and made.machine == export_records.this_machine()
     here = made.machine
 
     def image_encoding() -> str:
@@ -459,8 +456,8 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
     # The same store and cache on a CPU with other int8 kernels: flags that differ from
     # whatever CPU runs the test (an AVX2-only one lists exactly ("avx2",)).
     other = ("avx512_vnni", "avx512bw", "avx2") if "avx512_vnni" not in here else ("avx2",)
-    monkeypatch.setattr(onnx_int8, "cpu_int8_flags", lambda: other)
-    elsewhere = onnx_int8.this_machine()
+    monkeypatch.setattr(export_records, "cpu_int8_flags", lambda: other)
+    elsewhere = export_records.this_machine()
     assert elsewhere != here
     assert image_encoding() == (
         f"torch until an indexing run exports the int8 tower (the export cached at "
@@ -476,8 +473,8 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
         assert any("made anew because" in n and "another CPU" in n for n in engine.notices)
     assert image_encoding().startswith("int8 (")
     # Its own int8 kernels may round that export below the gate (as VNNI might).
-    monkeypatch.setattr(onnx_int8, "MIN_COSINE", 1.01)
-    mine = onnx_int8.export_directory(cache, TINY, None)
+    monkeypatch.setattr(export_records, "MIN_COSINE", 1.01)
+    mine = export_records.export_directory(cache, TINY, None)
     low = TowerExport.load(mine).agreement.cosine_min  # type: ignore[union-attr]
     assert image_encoding() == (
         f"torch: the int8 tower cached at {mine} misses the agreement gate on this CPU, "
@@ -487,7 +484,7 @@ def test_info_says_why_a_cached_export_is_not_used_on_this_cpu(
     )
     monkeypatch.undo()  # back on the first CPU: its export is still there, and used
     assert image_encoding().startswith("int8 (")
-    (made.directory / onnx_int8.RECORD_FILE).write_text("{")
+    (made.directory / export_records.RECORD_FILE).write_text("{")
     assert f"cached at {made.directory} has no record this xsearch" in image_encoding()
     with Engine(settings.with_(model=None, cache_dir=tmp_path / "empty")) as engine:
         assert engine.info().image_encoding == (

@@ -34,7 +34,7 @@ class StoreInfo:
     index_params: str = ""
     index_build: str = ""
     # How this engine's settings encode images and texts for the store's model: "int8 (its
-    # measured agreement)", or torch and why (see onnx_int8.py).
+    # measured agreement)", or torch and why (the gate: export_records.py).
     image_encoding: str = ""
     text_encoding: str = ""
 

@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import ModelError
 from .base import Encoder
-from .onnx_backend.export_status import refused_export
-from .onnx_backend.onnx_int8 import (
+from .onnx_backend.export_records import (
     Agreement,
-    Int8Encoder,
     TextExport,
     TowerExport,
     current_export,
     export_directory,
     mark_text_not_exported,
-    onnxruntime_available,
     text_not_exported,
     this_machine,
 )
+from .onnx_backend.export_status import refused_export
+from .onnx_backend.onnx_int8 import Int8Encoder, onnxruntime_available
 from .profiles import ModelProfile
 
 if TYPE_CHECKING:
@@ -163,16 +162,16 @@ class EncoderAssembly:
     ) -> TextExport | None:
         """The same for the text tower; None for towers that have no int8 form here. A
         Hugging Face tower (XLM-R, ...) is traced in a child process (hf_text_export.py)."""
-        from .onnx_backend import onnx_export
+        from .onnx_backend import direct_export, onnx_export
 
         if files.text_cfg.get("hf_model_name"):
             from .onnx_backend.hf_text_export import HFTextJob, make_int8_hf_text_export
 
             job = HFTextJob(files.profile.name, self.settings.checkpoint, self.hub(), directory)
             return make_int8_hf_text_export(job)
-        spec = onnx_export.direct_text_spec(files)
+        spec = direct_export.direct_text_spec(files)
         if spec is not None:
-            return onnx_export.make_int8_text_export_direct(files, spec, directory)
+            return direct_export.make_int8_text_export_direct(files, spec, directory)
         return onnx_export.make_int8_text_export(_open_clip(torch_encoder), directory)
 
     def hub(self) -> HubOptions:
@@ -260,11 +259,11 @@ def _export_image(
 ) -> TowerExport:
     """The int8 image tower, written from the checkpoint where the graph writer knows the
     model (no torch), else traced from the torch model."""
-    from .onnx_backend import onnx_export
+    from .onnx_backend import direct_export, onnx_export
 
-    spec = onnx_export.direct_image_spec(files)
+    spec = direct_export.direct_image_spec(files)
     if spec is not None:
-        return onnx_export.make_int8_export_direct(files, spec, directory)
+        return direct_export.make_int8_export_direct(files, spec, directory)
     return onnx_export.make_int8_export(_open_clip(torch_encoder), directory)
 
 

@@ -1,9 +1,10 @@
 """Why a model's cached int8 image export is not used on this CPU, found without torch.
 
-:func:`~xsearch.encoders.onnx_backend.onnx_int8.current_export` says whether there is an export to use;
+:func:`~xsearch.encoders.onnx_backend.export_records.current_export` says whether there is an
+export to use;
 this module says what stood in the way where there is none, for ``xsearch info`` and the
 notice of a run that exports anew: one made for another CPU (exports are kept per CPU, see
-``onnx_int8.this_machine``), one made from a checkpoint that has changed since, a missing
+``export_records.this_machine``), one made from a checkpoint that has changed since, a missing
 graph, or a record this release cannot read. An export that is there but misses the
 agreement gate is described by ``Agreement.shortfall``.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .onnx_int8 import (
+from .export_records import (
     MODEL_FILE,
     TowerExport,
     export_directory,

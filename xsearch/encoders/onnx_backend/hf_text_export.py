@@ -40,16 +40,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import ModelError
-from .onnx_int8 import (
+from .export_records import (
     EMBEDDING_SCALES_FILE,
     EMBEDDINGS_FILE,
     TRACED,
     Agreement,
     TextExport,
-    TextSessions,
-    open_session,
-    used_tokens,
 )
+from .onnx_int8 import TextSessions, open_session, used_tokens
 
 if TYPE_CHECKING:
     from ..model_files import HubOptions
@@ -158,10 +156,10 @@ def _export_in_child(job: HFTextJob) -> tuple[TextExport | None, str]:
     """(export, "") or (None, the error's message): the child's exceptions stay in it."""
     from ..profiles import get_profile
     from ..torch_backend.openclip import OpenClipEncoder
-    from .onnx_export import _as_model_error
+    from .export_steps import as_model_error
 
     try:
-        with _as_model_error(f"export the int8 text tower to {job.directory}"):
+        with as_model_error(f"export the int8 text tower to {job.directory}"):
             encoder = OpenClipEncoder(
                 get_profile(job.profile),
                 checkpoint=job.checkpoint,
@@ -175,7 +173,7 @@ def _export_in_child(job: HFTextJob) -> tuple[TextExport | None, str]:
 
 
 def probe_set() -> list[str]:
-    from .onnx_export import probe_texts
+    from .probes import probe_texts
 
     return [*MULTILINGUAL_QUERIES, *probe_texts()]
 
@@ -184,9 +182,11 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
     """The export itself, in this process (the child's work; tests call it directly)."""
     import torch
 
-    from .onnx_export import _check_tools, _export_onnx, _give_back_memory, _quantise, agreement
+    from .export_steps import check_tools, give_back_memory
+    from .onnx_export import _export_onnx, _quantise
+    from .probes import agreement
 
-    _check_tools()
+    check_tools()
     made = encoder.fp32_hf_text_model()
     if made is None:
         return None
@@ -237,10 +237,10 @@ def export_hf_text(encoder: OpenClipEncoder, directory: Path) -> TextExport | No
             example = text.transformer.get_input_embeddings()(ids)
         _export_onnx(body, example, fp32_path, "embeds", dynamic_length=True)
         del tower, text, body
-        _give_back_memory()
+        give_back_memory()
         _quantise(fp32_path, int8_path)
         fp32_path.unlink()
-        _give_back_memory()
+        give_back_memory()
         # ONNX Runtime's own optimisations of the graph, done once here, not per query.
         open_session(int8_path, threads=1, save_optimised=optimised_path)
         optimised_path.replace(draft.model_path(context))
