@@ -74,17 +74,17 @@ def _dynamo_exporter() -> None:
     import torch
 
     from xsearch.encoders.onnx_backend import onnx_export
-    from xsearch.encoders.torch_backend import openclip
+    from xsearch.encoders.torch_backend import text_encoding
 
     def export(
         tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
     ) -> None:
         fastpath = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
-        trim = openclip._trailing_padding_trimmed
+        trim = text_encoding._trailing_padding_trimmed
         # torch.export refuses the text tower's data-dependent trim of trailing padding; the
         # example has none, so the trim is the identity the TorchScript tracer records too.
-        openclip._trailing_padding_trimmed = lambda tokens, pad_id: tokens
+        text_encoding._trailing_padding_trimmed = lambda tokens, pad_id: tokens
         try:
             with torch.no_grad():
                 program = torch.onnx.export(
@@ -105,7 +105,7 @@ def _dynamo_exporter() -> None:
             assert program is not None
             program.save(str(path))
         finally:
-            openclip._trailing_padding_trimmed = trim
+            text_encoding._trailing_padding_trimmed = trim
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
     onnx_export._export_onnx = export
