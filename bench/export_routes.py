@@ -35,7 +35,6 @@ where they differ. Medians of the repetitions; writes bench/results/export_route
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -48,133 +47,15 @@ from typing import Any
 
 import numpy as np
 
+from .export_routes_child import PROFILE, export_tower
 from .fakehub import fake_weights, hub_env
 from .proc import run
 
 RESULTS = Path(__file__).parent / "results"
 ROUTES = ("written", "traced", "library", "dynamo")
 TOWERS = ("image", "text")
-PROFILE = "clip-b32-en"
 _BATCH = 32
 _ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- the child: one route's export of one tower ---------------------------------------------
-
-
-def _unpatched_quantiser() -> None:
-    """ONNX Runtime's own per-channel loop: ``_quantise`` imports the patch at each call."""
-    from xsearch.encoders.onnx_backend import per_channel
-
-    per_channel.vectorised_per_channel = contextlib.nullcontext  # type: ignore[assignment]
-
-
-def _dynamo_exporter() -> None:
-    """``torch.onnx.export(dynamo=True)`` in place of the TorchScript exporter."""
-    import torch
-
-    from xsearch.encoders.onnx_backend import onnx_export
-    from xsearch.encoders.torch_backend import openclip
-
-    def export(
-        tower: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str = "pixels"
-    ) -> None:
-        fastpath = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        trim = openclip._trailing_padding_trimmed
-        # torch.export refuses the text tower's data-dependent trim of trailing padding; the
-        # example has none, so the trim is the identity the TorchScript tracer records too.
-        openclip._trailing_padding_trimmed = lambda tokens, pad_id: tokens
-        try:
-            with torch.no_grad():
-                program = torch.onnx.export(
-                    tower,
-                    (example,),
-                    input_names=[input_name],
-                    output_names=["vectors"],
-                    dynamic_axes=(
-                        {"pixels": {0: "batch"}, "vectors": {0: "batch"}}
-                        if input_name == "pixels"
-                        else None
-                    ),
-                    opset_version=18,
-                    dynamo=True,
-                    optimize=True,
-                    verbose=False,
-                )
-            assert program is not None
-            program.save(str(path))
-        finally:
-            openclip._trailing_padding_trimmed = trim
-            torch.backends.mha.set_fastpath_enabled(fastpath)
-
-    onnx_export._export_onnx = export
-
-
-def _timed_stages() -> dict[str, float]:
-    """Seconds spent in the torch routes' two library steps, summed over their graphs."""
-    from xsearch.encoders.onnx_backend import onnx_export
-
-    spent = {"onnx_export_s": 0.0, "quantise_s": 0.0}
-    for name, key in (("_export_onnx", "onnx_export_s"), ("_quantise", "quantise_s")):
-        step = getattr(onnx_export, name)
-
-        def timed(*args: Any, _step: Any = step, _key: str = key, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return _step(*args, **kwargs)
-            finally:
-                spent[_key] += time.perf_counter() - started
-
-        setattr(onnx_export, name, timed)
-    return spent
-
-
-def _child(route: str, tower: str, directory: Path, cache: Path) -> dict[str, Any]:
-    from xsearch.encoders.model_files import HubOptions, resolve_files
-    from xsearch.encoders.onnx_backend import direct_export, onnx_export
-    from xsearch.encoders.profiles import get_profile
-
-    profile = get_profile(PROFILE)
-    hub = HubOptions(cache_dir=cache)
-    started = time.perf_counter()
-    stages: dict[str, float] = {}
-    if route == "written":
-        files = resolve_files(profile, None, hub)
-        if tower == "image":
-            spec = direct_export.direct_image_spec(files)
-            assert spec is not None, "the writer does not know this image tower"
-            done: Any = direct_export.make_int8_export_direct(files, spec, directory)
-        else:
-            text_spec = direct_export.direct_text_spec(files)
-            assert text_spec is not None, "the writer does not know this text tower"
-            directory.mkdir(parents=True, exist_ok=True)
-            done = direct_export.make_int8_text_export_direct(files, text_spec, directory)
-    else:
-        if route in ("library", "dynamo"):
-            _unpatched_quantiser()
-        if route == "dynamo":
-            _dynamo_exporter()
-        stages = _timed_stages()
-        from xsearch.encoders.torch_backend.openclip import OpenClipEncoder
-
-        encoder = OpenClipEncoder(profile, hub=hub, device="cpu")
-        if tower == "image":
-            done = onnx_export.make_int8_export(encoder, directory)
-        else:
-            directory.mkdir(parents=True, exist_ok=True)
-            done = onnx_export.make_int8_text_export(encoder, directory)
-            assert done is not None, "this text tower has no traced int8 form"
-    agreement = done.agreement
-    return {
-        "export_s": time.perf_counter() - started,
-        **stages,
-        "torch_imported": "torch" in sys.modules,
-        "own_gate": {"cosine_min": agreement.cosine_min, "cosine_mean": agreement.cosine_mean},
-    }
-
-
-# -- the parent: exports, then speed and agreement -----------------------------------------
 
 
 def _export(
@@ -482,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["child"]:
         route, tower, directory = argv[1], argv[2], Path(argv[3])
         cache = Path(os.environ["XSEARCH_MODEL_CACHE"])
-        print(json.dumps(_child(route, tower, directory, cache)), flush=True)
+        print(json.dumps(export_tower(route, tower, directory, cache)), flush=True)
         return
     parser = argparse.ArgumentParser(prog="python -m bench.export_routes")
     parser.add_argument("--reps", type=int, default=3)

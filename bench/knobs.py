@@ -79,7 +79,7 @@ def text() -> None:
     import open_clip
     import torch
 
-    from xsearch.encoders.torch_backend.openclip import _encode_text_trimmed
+    from xsearch.encoders.torch_backend.text_encoding import encode_text_trimmed
 
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
@@ -94,7 +94,7 @@ def text() -> None:
                 for query in texts:
                     tokens = tokenizer([query])
                     started = time.perf_counter()
-                    _encode_text_trimmed(tower, tokens)
+                    encode_text_trimmed(tower, tokens)
                     times.append((time.perf_counter() - started) * 1e3)
             print(f"{name}, {threads} thread(s): {statistics.median(times[2:]):.1f} ms per query")
 

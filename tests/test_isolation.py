@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from xsearch import Engine, IndexOptions, Settings, pipeline, workers
-from xsearch.indexer import FileOutcome
+from xsearch.index_report import FileOutcome
 from xsearch.pipeline import DecodeOptions, WorkItem
 
 from .conftest import TINY, random_image

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from xsearch import Engine, IndexOptions, Progress, RayRunError, RayUnavailableError, Settings
-from xsearch.indexer import FileOutcome
+from xsearch.index_report import FileOutcome
 from xsearch.store.records import DB_NAME
 
 from .conftest import TINY, random_image

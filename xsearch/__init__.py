@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     )
     from .filters import SearchFilters, make_filters
     from .hits import SearchHit, Segment
-    from .indexer import FileOutcome, IndexReport, Progress
+    from .index_report import FileOutcome, IndexReport, Progress
     from .info import StoreInfo
     from .querylang import ImageData, Query, TagFilter, WeightedTerm, parse_query
     from .ray_pipeline import RayOptions
@@ -79,9 +79,9 @@ _LOCATIONS = {
     "FileTags": "tag_sync",
     "TagListing": "tag_sync",
     "Tag": "tags",
-    "FileOutcome": "indexer",
-    "IndexReport": "indexer",
-    "Progress": "indexer",
+    "FileOutcome": "index_report",
+    "IndexReport": "index_report",
+    "Progress": "index_report",
     "RayOptions": "ray_pipeline",
 }
 _LOCATIONS.update(dict.fromkeys(_errors.__all__, "errors"))

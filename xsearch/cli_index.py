@@ -141,7 +141,7 @@ def index(
 def _run_index(
     settings: Settings, paths: list[Path], options: IndexOptions, report_fh: Any, ray: str | None
 ) -> Any:
-    from .indexer import FileOutcome, Progress
+    from .index_report import FileOutcome, Progress
 
     def on_outcome(outcome: FileOutcome) -> None:
         if report_fh is not None:

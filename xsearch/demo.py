@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .config import IndexOptions, Settings
 from .engine import Engine
 from .hits import SearchHit
-from .indexer import IndexReport
+from .index_report import IndexReport
 from .querylang import Query
 from .tag_sync import TagListing
 

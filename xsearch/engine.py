@@ -34,7 +34,7 @@ from .store.records import DB_NAME, HitRow, StoreModel
 from .thumbs import thumbnail
 
 if TYPE_CHECKING:
-    from .indexer import FileOutcome, IndexReport, Progress
+    from .index_report import FileOutcome, IndexReport, Progress
     from .labels import Vocabulary
     from .ray_pipeline import RayOptions
     from .store.repository import Store
@@ -251,7 +251,8 @@ class Engine:
         roots = [Path(p) for p in paths]
         if not roots:
             raise ConfigError("Give at least one folder or file to index.")
-        from .indexer import Indexer, Progress
+        from .index_report import Progress
+        from .indexer import Indexer
 
         started = time.monotonic()
         options = options or IndexOptions()
@@ -430,7 +431,7 @@ class Engine:
         return list_tags(self.store(), under_roots([path]) if path is not None else None)
 
     def _sync_tags(self, store: Store, on_progress: Callable[[Progress], None] | None) -> int:
-        from .indexer import Progress
+        from .index_report import Progress
         from .tag_sync import sync_tags
 
         if on_progress is not None:

@@ -18,6 +18,7 @@ from .config import IndexOptions
 from .encoders.base import Encoder, Vectors
 from .index.base import read_meta
 from .index.manager import IndexManager
+from .index_report import FileOutcome, IndexReport, Progress, not_indexed
 from .media.hashing import content_hash
 from .media.images import display
 from .media.scan import ScanEntry, ScanProblem, scan
@@ -26,7 +27,7 @@ from .store.records import FileState, FrameVector, MediaRecord, WriteBatch
 from .store.repository import Store
 from .workers import iter_decoded
 
-__all__ = ["EmbedStage", "Embedded", "FileOutcome", "IndexReport", "Indexer", "Progress"]
+__all__ = ["EmbedStage", "Embedded", "Indexer"]
 
 #: A decoded file and its frame vectors (None when decoding failed).
 Embedded = tuple[Decoded, Vectors | None]
@@ -35,72 +36,8 @@ Embedded = tuple[Decoded, Vectors | None]
 #: once; the indexer commits them (a file seen twice is committed once).
 EmbedStage = Callable[[list[WorkItem], Encoder], Iterable[Sequence[Embedded]]]
 
-OUTCOMES = ("indexed", "partial", "unchanged", "moved", "removed", "skipped", "failed")
-# Files that are simply not media xsearch can use are skipped; damaged ones have failed.
-SKIP_REASONS = frozenset({"unsupported", "no-video-stream"})
 # Past this many changed or vanished files, the planner reads every known file's row at once.
 _STATES_BY_PATH = 20_000
-
-
-def _not_indexed(reason: str) -> str:
-    return "skipped" if reason in SKIP_REASONS else "failed"
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What happened to one file. ``reason`` is a short category for skipped/failed/partial."""
-
-    path: bytes
-    outcome: str
-    reason: str | None = None
-    detail: str | None = None
-
-    @property
-    def display(self) -> str:
-        return display(self.path)
-
-    def to_json(self) -> dict[str, str | None]:
-        return {
-            "path": self.display,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True)
-class Progress:
-    # "scan"; "model" (loading it); "prepare" (its one-time int8 export for this CPU, which
-    # the Engine reports); "embed"; "tag" (the files' tags, after indexing).
-    stage: str
-    done: int
-    total: int
-    frames: int = 0
-
-
-@dataclass
-class IndexReport:
-    """Summary of one run. ``problems`` lists every file that was not indexed cleanly."""
-
-    found: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    problems: list[FileOutcome] = field(default_factory=list)
-    frames: int = 0
-    seconds: float = 0.0  # set by Engine.index: the whole call, loading the model included
-    cancelled: bool = False
-    encoder_calls: int = 0
-    tagged: int = 0  # files given their tags after indexing (set by Engine.index)
-    # On Ray: node id → how many files it decoded and embedded ("decoded", "embedded").
-    work_by_node: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.counts["failed"] == 0 and not self.cancelled
-
-    def count(self, outcome: FileOutcome) -> None:
-        self.counts[outcome.outcome] += 1
-        if outcome.outcome in ("failed", "skipped", "partial"):
-            self.problems.append(outcome)
 
 
 @dataclass
@@ -272,7 +209,7 @@ class Indexer:
             plan.outcomes.append(
                 FileOutcome(
                     entry.path,
-                    _not_indexed(failure[2]),
+                    not_indexed(failure[2]),
                     failure[2],
                     "unchanged since the last attempt",
                 )
@@ -401,7 +338,7 @@ class Indexer:
                 batch.failures.append(
                     (item.path, display(item.path), item.size, item.mtime_ns, reason, detail)
                 )
-                outcomes.append(FileOutcome(item.path, _not_indexed(reason), reason, detail))
+                outcomes.append(FileOutcome(item.path, not_indexed(reason), reason, detail))
                 continue
             frames = _frames(decoded, vecs, self.options.video_dedup_threshold)
             self.report.frames += len(frames)

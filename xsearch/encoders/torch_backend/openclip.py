@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,12 @@ from PIL import Image
 from ...config import PRECISIONS
 from ...errors import ModelError
 from ..base import Vectors, l2_normalise
-from ..checkpoint import read_bytes, read_header
+from ..checkpoint import read_header
 from ..cpu import cpu_has_any
 from ..model_files import HubOptions, missing_hub_files, required_hub_files, resolve_files
 from ..profiles import ModelProfile
+from .text_encoding import encode_text_trimmed, trims_safely
+from .towers import IMAGE, TEXT, adopt_tower, drop_tower, load_tower_weights, read_tensor, readable
 
 __all__ = [
     "IMAGE",
@@ -66,141 +67,6 @@ def _build_tokenizer(arch: str, text_cfg: dict[str, Any]) -> Callable[..., torch
             **text_cfg.get("tokenizer_kwargs", {}),
         )
     return open_clip.get_tokenizer(arch)  # type: ignore[no-any-return]
-
-
-#: The two towers, loaded one at a time: indexing never needs the text tower, a query
-#: by text never needs the image tower.
-IMAGE, TEXT = "image", "text"
-
-# Attribute names of each tower on open_clip's ``CLIP`` (``CustomTextCLIP`` keeps its text
-# tower in ``text``). The rest of the model is two scalars (logit scale and bias).
-_CLIP_TEXT_PARTS = (
-    "transformer",
-    "token_embedding",
-    "positional_embedding",
-    "ln_final",
-    "text_projection",
-    "attn_mask",
-)
-
-
-def _tower_parts(model: torch.nn.Module, tower: str) -> tuple[str, ...]:
-    if tower == IMAGE:
-        return ("visual",)
-    if isinstance(getattr(model, "text", None), torch.nn.Module):
-        return ("text",)
-    return _CLIP_TEXT_PARTS
-
-
-def _drop_tower(model: torch.nn.Module, tower: str) -> None:
-    """Free a tower's weights; the model keeps working for the other one."""
-    for name in _tower_parts(model, tower):
-        if hasattr(model, name):
-            setattr(model, name, None)
-
-
-def _adopt_tower(model: torch.nn.Module, donor: torch.nn.Module, tower: str) -> None:
-    for name in _tower_parts(donor, tower):
-        if hasattr(donor, name):
-            setattr(model, name, getattr(donor, name))
-
-
-def _belongs_to(key: str, parts: tuple[str, ...]) -> bool:
-    return key.split(".", 1)[0] in parts
-
-
-def _load_tower_weights(model: torch.nn.Module, path: Path, tower: str) -> bool:
-    """Copy one tower's weights from a safetensors checkpoint, reading only that tower.
-
-    Returns False when the file is not open_clip's own safetensors layout; the caller then
-    takes open_clip's general loader (conversions, nested state dicts, other formats).
-    """
-    if path.suffix != ".safetensors":
-        return False
-    parts = _tower_parts(model, tower)
-    with path.open("rb") as checkpoint:
-        header = read_header(checkpoint)
-        wanted = {k: e for k, e in header.items() if _belongs_to(k, parts) or "." not in k}
-        if not _readable(wanted.values()):
-            return False
-        state = {k: _read_tensor(checkpoint, e) for k, e in wanted.items()}
-    expected = {k for k in model.state_dict() if _belongs_to(k, parts)}
-    if not expected or not expected <= state.keys():
-        return False
-    missing, _ = model.load_state_dict(state, strict=False)
-    return not (set(missing) & expected)
-
-
-# safetensors dtype names (https://github.com/huggingface/safetensors#format).
-_SAFETENSORS_DTYPES = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-def _readable(entries: Iterable[dict[str, Any]]) -> bool:
-    """Whether every tensor is of a dtype :func:`_read_tensor` knows."""
-    return all(entry["dtype"] in _SAFETENSORS_DTYPES for entry in entries)
-
-
-def _read_tensor(file: io.BufferedReader, entry: dict[str, Any]) -> torch.Tensor:
-    dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
-    buffer = read_bytes(file, entry)
-    if not buffer:
-        return torch.empty(entry["shape"], dtype=dtype)
-    return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
-
-
-def _trailing_padding_trimmed(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Drop the columns after the longest text: a query is a few tokens, not 77."""
-    used = (tokens != pad_id).any(dim=0).nonzero()
-    length = int(used.max()) + 1 if used.numel() else 1
-    return tokens[:, :length]
-
-
-def _trims_safely(model: Any) -> bool:
-    """Whether a CLIP text tower gives the same answer without its trailing padding."""
-    return model.attn_mask is not None and model.text_pool_type in ("argmax", "eos")
-
-
-def _encode_text_trimmed(model: Any, tokens: torch.Tensor) -> torch.Tensor:
-    """``model.encode_text`` over the real tokens only, where that gives the same answer.
-
-    open_clip's CLIP text tower always runs all ``context_length`` positions, 77 for most
-    models, and for a query of three tokens nearly all of that is padding. With a causal
-    attention mask no position sees a later one, so the pooled end-of-text position is the
-    same whether the padding is there or not; with a Hugging Face tower the padding is masked
-    out. Other towers (bidirectional, last-token pooling) get the full width.
-    """
-    import open_clip
-
-    if isinstance(model, open_clip.CLIP):
-        if not _trims_safely(model):
-            return model.encode_text(tokens)  # type: ignore[no-any-return]
-        tokens = _trailing_padding_trimmed(tokens, pad_id=0)
-        n = tokens.shape[1]
-        cast_dtype = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast_dtype)
-        x = x + model.positional_embedding[:n].to(cast_dtype)
-        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
-        x = model.ln_final(x)
-        x = open_clip.transformer.text_global_pool(
-            x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
-        )
-        projection = model.text_projection
-        if projection is not None:
-            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-        return x  # type: ignore[no-any-return]
-    config = getattr(getattr(model, "text", None), "config", None)
-    pad_id = getattr(config, "pad_token_id", None)
-    if isinstance(pad_id, int):
-        tokens = _trailing_padding_trimmed(tokens, pad_id)
-    return model.encode_text(tokens)  # type: ignore[no-any-return]
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -286,11 +152,11 @@ class OpenClipEncoder:
     def _load_weights(self, model: Any, tower: str) -> Any:
         """The model with ``tower``'s checkpoint weights (and only ``tower``) in place."""
         other = TEXT if tower == IMAGE else IMAGE
-        _drop_tower(model, other)  # before loading, so the peak holds one tower, not two
+        drop_tower(model, other)  # before loading, so the peak holds one tower, not two
         path = self._resolved.checkpoint
-        if path is not None and not _load_tower_weights(model, path, tower):
+        if path is not None and not load_tower_weights(model, path, tower):
             model, _ = self._create(pretrained=path)
-            _drop_tower(model, other)
+            drop_tower(model, other)
         return model
 
     def _image_tower_from_file(
@@ -312,7 +178,7 @@ class OpenClipEncoder:
                 model, preprocess = self._create(device="meta")
         except Exception:  # any architecture that cannot be built without storage
             return None
-        _drop_tower(model, TEXT)
+        drop_tower(model, TEXT)
         visual = model.visual
         weights = visual.state_dict(keep_vars=True)
         if any(name not in weights for name, _ in visual.named_buffers()):
@@ -320,13 +186,13 @@ class OpenClipEncoder:
         with path.open("rb") as checkpoint:
             header = read_header(checkpoint)
             names = {f"visual.{k}" for k in weights}
-            if not names <= header.keys() or not _readable(header[n] for n in names):
+            if not names <= header.keys() or not readable(header[n] for n in names):
                 return None
             visual.to_empty(device="cpu").to(dtype)
             weights = visual.state_dict(keep_vars=True)
             with torch.no_grad():
                 for name, tensor in weights.items():
-                    tensor.copy_(_read_tensor(checkpoint, header[f"visual.{name}"]))
+                    tensor.copy_(read_tensor(checkpoint, header[f"visual.{name}"]))
         return model, preprocess
 
     def _built(self, tower: str, dtype: torch.dtype) -> tuple[Any, Callable[..., torch.Tensor]]:
@@ -361,7 +227,7 @@ class OpenClipEncoder:
         if self._model is None:
             self._model = model
         else:
-            _adopt_tower(self._model, model, tower)
+            adopt_tower(self._model, model, tower)
         self._loaded.add(tower)
 
     def _tower(self, tower: str) -> Any:
@@ -388,7 +254,7 @@ class OpenClipEncoder:
         model, _ = self._built(TEXT, torch.float32)
         import open_clip
 
-        if not isinstance(model, open_clip.CLIP) or not _trims_safely(model):
+        if not isinstance(model, open_clip.CLIP) or not trims_safely(model):
             return None
         model.float().eval()
         return _TextTower(model).eval(), 0
@@ -491,7 +357,7 @@ class OpenClipEncoder:
         model = self._tower(TEXT)
         tokens = self._tokenizer(list(texts)).to(self._device)
         with torch.inference_mode(), self._autocast(), self._threads_for(len(texts)):
-            out = _encode_text_trimmed(model, tokens)
+            out = encode_text_trimmed(model, tokens)
         return l2_normalise(out.float().cpu().numpy())
 
     @contextlib.contextmanager
@@ -530,7 +396,7 @@ class _TextTower(torch.nn.Module):
         self.model = model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return _encode_text_trimmed(self.model, tokens)
+        return encode_text_trimmed(self.model, tokens)
 
 
 class _HFTextTower(torch.nn.Module):
