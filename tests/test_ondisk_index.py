@@ -3,6 +3,7 @@ is repaired by `xsearch doctor`."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +310,22 @@ def test_the_engine_indexes_deletes_and_reopens_the_disk_kind(
     # 10 tombstones in 31 vectors passed compact_above (20 %): the index was built anew.
     compacted = {p.name for p in store.glob("index.faiss.*.ivfdata")}
     assert len(compacted) == 1 and compacted != first_build
+
+
+def test_a_build_under_the_target_recall_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No setting reaches a recall above 1: the build keeps its best and must not be silent.
+    unreachable = dataclasses.replace(TINY_POLICY, target_recall=1.01, disk_recall_margin=0.0)
+    monkeypatch.setattr(engine_module, "SelectorPolicy", lambda: unreachable)
+    photos = tmp_path / "many"
+    for i in range(40):
+        random_image(photos / f"p{i:02d}.jpg", 3000 + i, size=(40, 30))
+    settings = Settings(store=tmp_path / "store", model=TINY, device="cpu", index_kind=DISK_KIND)
+    with Engine(settings) as engine:
+        engine.index([photos])
+        assert engine.info().index_kind == DISK_KIND
+        assert any("under the target 1.01" in n for n in engine.notices)
 
 
 def test_rebuild_index_makes_one_build_and_removes_the_last(disk_store: tuple[Path, Path]) -> None:

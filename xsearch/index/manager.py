@@ -104,6 +104,14 @@ class IndexManager:
                 f"A {', '.join(built.fell_back_from)} index could not reach recall@10 "
                 f"{self.policy.target_recall}; using {built.spec.kind} instead."
             )
+        elif built.recall is not None and built.recall < self.policy.target_recall:
+            # The on-disk kind has no fallback within the budget: say so rather than serve
+            # a lower recall in silence.
+            self.notices.append(
+                f"The {built.spec.kind} index reaches recall@10 {built.recall:.3f}, under the "
+                f"target {self.policy.target_recall}: some searches may miss a best match. "
+                "A larger --index-memory (XSEARCH_INDEX_MEMORY_MB) lets a more exact kind fit."
+            )
         return built
 
     def _install(self, built: BuiltIndex, generation: int) -> None:
