@@ -270,13 +270,19 @@ TINY_POLICY = SelectorPolicy(
 )
 
 
-@pytest.fixture
-def disk_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    monkeypatch.setattr(engine_module, "SelectorPolicy", lambda: TINY_POLICY)
+def _forty_photos(tmp_path: Path) -> tuple[Path, Settings]:
+    """40 random pictures, and the settings of a new disk-kind store of the tiny model."""
     photos = tmp_path / "many"
     for i in range(40):
         random_image(photos / f"p{i:02d}.jpg", 3000 + i, size=(40, 30))
     settings = Settings(store=tmp_path / "store", model=TINY, device="cpu", index_kind=DISK_KIND)
+    return photos, settings
+
+
+@pytest.fixture
+def disk_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    monkeypatch.setattr(engine_module, "SelectorPolicy", lambda: TINY_POLICY)
+    photos, settings = _forty_photos(tmp_path)
     with Engine(settings) as engine:
         engine.index([photos])
         info = engine.info()
@@ -318,10 +324,7 @@ def test_a_build_under_the_target_recall_says_so(
     # No setting reaches a recall above 1: the build keeps its best and must not be silent.
     unreachable = dataclasses.replace(TINY_POLICY, target_recall=1.01, disk_recall_margin=0.0)
     monkeypatch.setattr(engine_module, "SelectorPolicy", lambda: unreachable)
-    photos = tmp_path / "many"
-    for i in range(40):
-        random_image(photos / f"p{i:02d}.jpg", 3000 + i, size=(40, 30))
-    settings = Settings(store=tmp_path / "store", model=TINY, device="cpu", index_kind=DISK_KIND)
+    photos, settings = _forty_photos(tmp_path)
     with Engine(settings) as engine:
         engine.index([photos])
         assert engine.info().index_kind == DISK_KIND
