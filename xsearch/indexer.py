@@ -21,7 +21,7 @@ from .index.manager import IndexManager
 from .index_report import FileOutcome, IndexReport, Progress, not_indexed
 from .media.hashing import content_hash
 from .media.images import display
-from .media.scan import ScanEntry, ScanProblem, scan_ahead
+from .media.scan import ScanEntry, ScanProblem, scan
 from .pipeline import Decoded, DecodeOptions, WorkItem, embed_decoded, failure_of
 from .store.records import FileState, FrameVector, MediaRecord, WriteBatch
 from .store.repository import Store
@@ -124,31 +124,29 @@ class Indexer:
         path is planned after the walk, in its place among the outcomes."""
         plan = _Plan()
         root_bytes = [os.fsencode(os.path.abspath(r)) for r in roots]
+        known = self.store.stats_under(root_bytes)
         outcomes: list[FileOutcome | None] = []
         later: list[tuple[int, ScanEntry]] = []  # (place in outcomes, entry)
         seen: set[bytes] = set()
         listened = self._on_outcome is not None
-        with scan_ahead(
+        for entry in scan(
             roots, include_hidden=self.options.include_hidden, exclude=self.options.exclude
-        ) as walk:
-            # The walk runs in its own thread meanwhile.
-            known = self.store.stats_under(root_bytes)
-            for entry in walk:
-                if isinstance(entry, ScanProblem):
-                    outcomes.append(FileOutcome(entry.path, "skipped", entry.reason, entry.detail))
-                    continue
-                plan.found += 1
-                seen.add(entry.path)
-                if plan.found % 1000 == 0:
-                    self._progress("scan", plan.found, 0)
-                if known.get(entry.path) == (entry.size, entry.mtime_ns):
-                    if listened:
-                        outcomes.append(FileOutcome(entry.path, "unchanged"))
-                    else:
-                        plan.unchanged += 1
-                    continue
-                later.append((len(outcomes), entry))
-                outcomes.append(None)
+        ):
+            if isinstance(entry, ScanProblem):
+                outcomes.append(FileOutcome(entry.path, "skipped", entry.reason, entry.detail))
+                continue
+            plan.found += 1
+            seen.add(entry.path)
+            if plan.found % 1000 == 0:
+                self._progress("scan", plan.found, 0)
+            if known.get(entry.path) == (entry.size, entry.mtime_ns):
+                if listened:
+                    outcomes.append(FileOutcome(entry.path, "unchanged"))
+                else:
+                    plan.unchanged += 1
+                continue
+            later.append((len(outcomes), entry))
+            outcomes.append(None)
         gone = known.keys() - seen  # a set difference in C: 1M paths in a blink
         states = self._states([e.path for _, e in later if e.path in known], gone, root_bytes)
         new = self._plan_later(later, states, outcomes, plan, root_bytes)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import fnmatch
 import operator
 import os
-import queue
 import stat
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +19,10 @@ from typing import NamedTuple
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
-    "ScanAhead",
     "ScanEntry",
     "ScanProblem",
     "kind_of",
     "scan",
-    "scan_ahead",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -133,86 +129,6 @@ def scan(
             yield from _walk(root_b, visited, include_hidden, exclude)
         else:
             yield ScanEntry(root_b, st.st_size, st.st_mtime_ns, kind_of(root_b) or "unknown")
-
-
-def scan_ahead(
-    roots: Sequence[Path | bytes],
-    *,
-    include_hidden: bool = False,
-    exclude: Sequence[str] = (),
-) -> ScanAhead:
-    """:func:`scan`, walking in a thread of its own from the moment this is called.
-
-    The caller can do other work (read the store) while the walk runs; the walk's
-    syscalls and SQLite's reads both release the GIL, so on a no-change re-index of 1M
-    files the two overlap (docs/scale.md gives the figures). Entries come back in the same
-    order as from :func:`scan`, and an error in the walk is raised here. Use it as a
-    context manager, so that the walk stops when the caller does::
-
-        with scan_ahead(roots) as walk:
-            known = read_the_store()
-            for entry in walk: ...
-    """
-    return ScanAhead(scan(roots, include_hidden=include_hidden, exclude=exclude))
-
-
-_BATCH = 2048  # entries handed over at a time: one queue operation per batch, not per file
-_DONE = object()
-
-
-class ScanAhead:
-    """Runs a walk in a daemon thread and hands its entries over in batches."""
-
-    def __init__(self, items: Iterator[ScanEntry | ScanProblem]) -> None:
-        self._items = items
-        # Bounded, so that a walk far ahead of its consumer holds ~0.5M entries at most.
-        self._batches: queue.Queue[object] = queue.Queue(maxsize=256)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name="xsearch-scan", daemon=True)
-        self._thread.start()
-
-    def _produce(self) -> None:
-        batch: list[ScanEntry | ScanProblem] = []
-        try:
-            for item in self._items:
-                batch.append(item)
-                if len(batch) >= _BATCH:
-                    if not self._put(batch):
-                        return
-                    batch = []
-            if batch:
-                self._put(batch)
-            self._put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            self._put(exc)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._batches.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[ScanEntry | ScanProblem]:
-        while True:
-            item = self._batches.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item  # type: ignore[misc]
-
-    def close(self) -> None:
-        """Stop the walk (the consumer is done, failed or was interrupted)."""
-        self._stop.set()
-
-    def __enter__(self) -> ScanAhead:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
 
 def _walk(
